@@ -1,0 +1,398 @@
+"""Archiving one session: ask the APIs, download, write sidecars, then the manifest.
+
+A session has parts (``recordings``, ``voicemail``). Each finished part is recorded in a
+hidden part file in the session directory, so a session interrupted half-way (not ready,
+crash, kill) does not fetch a finished part again. ``manifest.json`` is written last, from
+the part files, and its presence means the session is archived.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from . import __version__
+from .atomicfile import AtomicFile, fsync_dir, remove_stale_temps, write_json
+from .client import NOT_READY, READY, KoreClient, MediaItem, not_ready
+from .config import Config
+from .download import DownloadResult, MediaDownloader
+from .errors import MediaRefusedError, NotReadyError, ProtocolError, TransientError
+from .ids import SESSION
+from .inline import InlineRecordingParser, RecordingData, RecordingEnd, RecordingStart
+from .layout import (
+    MANIFEST,
+    RECORDINGS,
+    SIDECAR_SUFFIX,
+    TRANSCRIPTION_SUFFIX,
+    VOICEMAIL,
+    extension_for,
+    inside,
+    safe_filename,
+    session_dir,
+)
+from .metrics import Metrics
+
+log = logging.getLogger("archiver.archive")
+
+PARTS = (RECORDINGS, VOICEMAIL)
+# A URL refused after being freshly issued this many times is not a passing expiry.
+MAX_URL_REFRESHES = 3
+MANIFEST_FORMAT = 1
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass
+class SessionResult:
+    """How one session ended (not-ready and transient outcomes are raised instead)."""
+
+    outcome: str  # "done" | "failed"
+    directory: Path
+    files: int = 0
+    bytes: int = 0
+    reason: str | None = None
+    parts: dict[str, str] = field(default_factory=dict)
+
+
+def wanted_parts(config: Config, id_type: str, wants: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    """The parts to fetch: the job's own list, else the configuration's (voicemail needs a session id)."""
+    if wants:
+        chosen = [p for p in PARTS if p in wants]
+    else:
+        chosen = [p for p, on in ((RECORDINGS, config.kore.fetch_recordings), (VOICEMAIL, config.kore.fetch_voicemail)) if on]
+    return tuple(p for p in chosen if p == RECORDINGS or id_type == SESSION)
+
+
+def part_file(directory: Path, part: str) -> Path:
+    return directory / f".{part}.part.json"
+
+
+class SessionArchiver:
+    """Archives sessions; one instance shared by all workers."""
+
+    def __init__(self, config: Config, client: KoreClient, downloader: MediaDownloader, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.client = client
+        self.downloader = downloader
+        self.metrics = metrics or client.metrics
+
+    def directory(self, id_type: str, ext_id: str) -> Path:
+        return session_dir(self.config.archive.root, self.config.kore.bot_id, id_type, ext_id)
+
+    async def archive(
+        self, id_type: str, ext_id: str, *, wants: frozenset[str] = frozenset(), force: bool = False
+    ) -> SessionResult:
+        """Archive one session. Raises NotReadyError, TransientError or PermanentError otherwise."""
+        directory = self.directory(id_type, ext_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(directory)
+        manifest_path = directory / MANIFEST
+        if force:
+            for part in PARTS:
+                part_file(directory, part).unlink(missing_ok=True)
+        elif manifest_path.exists():
+            existing = _read_json(manifest_path)
+            if existing is not None and not _failed_parts(existing):
+                return _result_from_manifest(directory, existing)
+            for part in _failed_parts(existing or {}):
+                part_file(directory, part).unlink(missing_ok=True)
+            if existing is not None:
+                _seed_part_files(directory, existing)
+
+        parts: dict[str, dict[str, Any]] = {}
+        pending_not_ready: NotReadyError | None = None
+        for part in wanted_parts(self.config, id_type, wants):
+            done = _read_json(part_file(directory, part))
+            if done is not None:
+                parts[part] = done
+                continue
+            try:
+                if part == RECORDINGS:
+                    parts[part] = await self._recordings(id_type, ext_id, directory)
+                else:
+                    parts[part] = await self._voicemail(ext_id, directory)
+            except NotReadyError as exc:
+                pending_not_ready = exc  # finish the other parts, then report not ready
+                continue
+            await write_json(part_file(directory, part), parts[part])
+        if pending_not_ready is not None:
+            raise pending_not_ready
+        return await self._write_manifest(directory, id_type, ext_id, parts)
+
+    # -- recordings -----------------------------------------------------------------------------
+
+    async def _recordings(self, id_type: str, ext_id: str, directory: Path) -> dict[str, Any]:
+        if self.config.kore.recordings_api == "v1":
+            return await self._recordings_v1(id_type, ext_id, directory)
+        answer = await self.client.recordings_v2(id_type, ext_id)
+        if answer.status in NOT_READY:
+            raise not_ready(answer.status, "recordings")
+        if answer.status != READY or not answer.items:
+            status = answer.status if answer.status != READY else "no_recordings"
+            return {"status": status, "api": "v2", "files": []}
+
+        async def refresh() -> tuple[MediaItem, ...]:
+            fresh = await self.client.recordings_v2(id_type, ext_id)
+            if fresh.status != READY:
+                raise TransientError(f"recordings: status became {fresh.status} while refreshing URLs")
+            return fresh.items
+
+        files = await self._download_items(
+            answer.items, directory / RECORDINGS, "recording", "v2_recordings", refresh, ext_id
+        )
+        return {"status": READY, "api": "v2", "files": files}
+
+    async def _recordings_v1(self, id_type: str, ext_id: str, directory: Path) -> dict[str, Any]:
+        target = directory / RECORDINGS
+
+        async def consume(resp: aiohttp.ClientResponse) -> list[dict[str, Any]]:
+            writer = _InlineWriter(self, target, ext_id)
+            try:
+                parser = InlineRecordingParser(max_item_size=self.config.media.max_file_size)
+                async for chunk in resp.content.iter_chunked(self.config.media.chunk_size):
+                    for event in parser.feed(chunk):
+                        await writer.handle(event)
+                for event in parser.close():
+                    await writer.handle(event)
+            finally:
+                await writer.abort_open()
+            return writer.files
+
+        files = await self.client.stream_recordings_v1(id_type, ext_id, consume)
+        return {"status": READY if files else "no_recordings", "api": "v1", "files": files}
+
+    # -- voicemail ------------------------------------------------------------------------------
+
+    async def _voicemail(self, session_id: str, directory: Path) -> dict[str, Any]:
+        answer = await self.client.voicemail(session_id)
+        if answer.status in NOT_READY:
+            raise not_ready(answer.status, "voicemail")
+        if answer.status != READY:
+            return {"status": answer.status, "files": []}
+        if not answer.items:
+            return {"status": "no_voicemail", "files": [], "transcriptions": len(answer.transcriptions)}
+
+        async def refresh() -> tuple[MediaItem, ...]:
+            fresh = await self.client.voicemail(session_id)
+            return fresh.items
+
+        target = directory / VOICEMAIL
+        files = await self._download_items(answer.items, target, "voicemail", "voicemail", refresh, session_id)
+        transcription = {
+            "sessionId": session_id,
+            "text": transcription_text(answer.transcriptions),
+            "records": list(answer.transcriptions),
+        }
+        for entry in list(files):
+            if entry["kind"] != "audio":
+                continue
+            path = target / (Path(entry["path"]).name + TRANSCRIPTION_SUFFIX)
+            size, digest = await write_json(path, transcription)
+            files.append(_entry(directory, path, size, digest, "transcription", "voicemail"))
+        return {"status": READY, "files": files, "transcriptions": len(answer.transcriptions)}
+
+    # -- shared ---------------------------------------------------------------------------------
+
+    async def _download_items(
+        self, items: tuple[MediaItem, ...], target: Path, kind: str, api: str, refresh: Any, ext_id: str
+    ) -> list[dict[str, Any]]:
+        """Download each item, asking for fresh URLs when one is refused or expired."""
+        target.mkdir(parents=True, exist_ok=True)
+        directory = target.parent
+        taken: set[str] = set()
+        names = [safe_filename(item.file_name, f"{kind}-{i + 1}.wav", taken) for i, item in enumerate(items)]
+        files: list[dict[str, Any]] = []
+        refreshes = 0
+        for index, name in enumerate(names):
+            final = target / name
+            if not inside(directory, final):  # belt and braces: safe_filename already ensures this
+                raise ProtocolError(f"file name {name!r} escapes the session directory")
+            while True:
+                item = items[index]
+                try:
+                    result = await self.downloader.download(item.url, final)
+                    break
+                except MediaRefusedError as exc:
+                    refreshes += 1
+                    if refreshes > MAX_URL_REFRESHES:
+                        raise TransientError(f"{kind}: media URLs still refused after {MAX_URL_REFRESHES} fresh ones") from exc
+                    self.metrics.url_refreshes.inc()
+                    log.info("%s %s: %s; asking for a fresh URL", kind, ext_id, exc, extra={"kv_session": ext_id})
+                    items = _match_items(items, await refresh())
+            files.extend(await self._sidecar(directory, result, kind, api, item.file_name, ext_id))
+        return files
+
+    async def _sidecar(
+        self, directory: Path, result: DownloadResult, kind: str, api: str, offered: str, ext_id: str
+    ) -> list[dict[str, Any]]:
+        """The audio file's sidecar, written after the audio; both entries for the manifest."""
+        fetched = now_iso()
+        sidecar = {
+            "file": result.path.name,
+            "kind": kind,
+            "size": result.size,
+            "sha256": result.sha256,
+            "content_type": result.content_type,
+            "api": api,
+            "offered_name": offered,
+            "source": result.source,
+            "fetched_at": fetched,
+            "bot_id": self.config.kore.bot_id,
+            "id": ext_id,
+        }
+        side_path = result.path.with_name(result.path.name + SIDECAR_SUFFIX)
+        size, digest = await write_json(side_path, sidecar)
+        self.metrics.bytes.labels(kind).inc(result.size)
+        self.metrics.files.labels(kind).inc()
+        audio = _entry(directory, result.path, result.size, result.sha256, "audio", api, fetched)
+        audio["source"] = result.source
+        return [audio, _entry(directory, side_path, size, digest, "sidecar", api, fetched)]
+
+    async def _write_manifest(
+        self, directory: Path, id_type: str, ext_id: str, parts: dict[str, dict[str, Any]]
+    ) -> SessionResult:
+        files = [f for part in parts.values() for f in part.get("files", [])]
+        failed = [name for name, part in parts.items() if part.get("status") == "failed"]
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "archiver": f"kore-archiver {__version__}",
+            "bot_id": self.config.kore.bot_id,
+            "id_type": id_type,
+            "id": ext_id,
+            "archived_at": now_iso(),
+            "parts": {name: {k: v for k, v in part.items() if k != "files"} for name, part in parts.items()},
+            "files": sorted(files, key=lambda f: f["path"]),
+        }
+        await write_json(directory / MANIFEST, manifest)
+        for name in parts:
+            part_file(directory, name).unlink(missing_ok=True)
+        fsync_dir(directory)
+        result = _result_from_manifest(directory, manifest)
+        if failed:
+            result.outcome = "failed"
+            result.reason = f"the vendor reports {', '.join(failed)} as failed"
+        return result
+
+
+class _InlineWriter:
+    """Turns inline-parser events into archive files (v1 recordings)."""
+
+    def __init__(self, archiver: SessionArchiver, target: Path, ext_id: str) -> None:
+        self.archiver = archiver
+        self.target = target
+        self.ext_id = ext_id
+        self.taken: set[str] = set()
+        self.current: AtomicFile | None = None
+        self.mime = ""
+        self.files: list[dict[str, Any]] = []
+
+    async def handle(self, event: Any) -> None:
+        if isinstance(event, RecordingStart):
+            self.target.mkdir(parents=True, exist_ok=True)
+            self.mime = event.mime
+            name = safe_filename(f"recording-{event.index + 1}{extension_for(event.mime)}", "recording.bin", self.taken)
+            self.current = AtomicFile(self.target / name)
+            await self.current.open()
+        elif isinstance(event, RecordingData) and self.current is not None:
+            await self.current.write(event.data)
+        elif isinstance(event, RecordingEnd) and self.current is not None:
+            current, self.current = self.current, None
+            await current.commit()
+            result = DownloadResult(current.final_path, current.size, current.sha256, self.mime, "inline", 0)
+            self.files.extend(
+                await self.archiver._sidecar(self.target.parent, result, "recording", "v1_recordings", "", self.ext_id)
+            )
+
+    async def abort_open(self) -> None:
+        if self.current is not None:
+            await self.current.abort()
+            self.current = None
+
+
+def transcription_text(records: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> str:
+    """The text components of voicemail transcription records, in time order, one per line."""
+    ordered = sorted(records, key=lambda r: str(r.get("createdOn", "")))
+    lines = []
+    for record in ordered:
+        for component in record.get("components") or []:
+            if isinstance(component, dict) and component.get("cT") == "text":
+                text = (component.get("data") or {}).get("text")
+                if isinstance(text, str) and text.strip():
+                    lines.append(text.strip())
+    return "\n".join(lines)
+
+
+def _entry(
+    directory: Path, path: Path, size: int, digest: str, kind: str, api: str, fetched: str | None = None
+) -> dict[str, Any]:
+    return {
+        "path": path.relative_to(directory).as_posix(),
+        "size": size,
+        "sha256": digest,
+        "kind": kind,
+        "api": api,
+        "fetched_at": fetched or now_iso(),
+    }
+
+
+def _match_items(old: tuple[MediaItem, ...], fresh: tuple[MediaItem, ...]) -> tuple[MediaItem, ...]:
+    """Fresh URLs in the order of the old items (matched by name, else by position)."""
+    by_name = {item.file_name: item for item in fresh}
+    matched = []
+    for index, item in enumerate(old):
+        replacement = by_name.get(item.file_name) or (fresh[index] if index < len(fresh) else None)
+        if replacement is None:
+            raise TransientError("a media file disappeared from the API's answer while refreshing URLs")
+        matched.append(replacement)
+    return tuple(matched)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path, "rb") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _failed_parts(manifest: dict[str, Any]) -> list[str]:
+    parts = manifest.get("parts") or {}
+    return [name for name, part in parts.items() if isinstance(part, dict) and part.get("status") == "failed"]
+
+
+def _seed_part_files(directory: Path, manifest: dict[str, Any]) -> None:
+    """Rebuild part files of the parts a manifest holds, so only its failed parts are fetched again."""
+    files = manifest.get("files") or []
+    for name, part in (manifest.get("parts") or {}).items():
+        if name not in PARTS or not isinstance(part, dict) or part.get("status") == "failed":
+            continue
+        own = [f for f in files if isinstance(f, dict) and str(f.get("path", "")).startswith(f"{name}/")]
+        data = dict(part, files=own)
+        tmp = part_file(directory, name).with_suffix(".tmp")
+        tmp.write_bytes(json.dumps(data).encode())
+        os.replace(tmp, part_file(directory, name))
+
+
+def _result_from_manifest(directory: Path, manifest: dict[str, Any]) -> SessionResult:
+    files = [f for f in manifest.get("files", []) if isinstance(f, dict)]
+    audio = [f for f in files if f.get("kind") == "audio"]
+    return SessionResult(
+        outcome="done",
+        directory=directory,
+        files=len(audio),
+        bytes=sum(int(f.get("size", 0)) for f in audio),
+        parts={k: str(v.get("status")) for k, v in (manifest.get("parts") or {}).items() if isinstance(v, dict)},
+    )
+
+
+__all__ = ["SessionArchiver", "SessionResult", "wanted_parts", "transcription_text"]

@@ -1,0 +1,373 @@
+"""The ``archiver`` command line.
+
+    archiver run      --config FILE          the daemon (systemd Type=notify)
+    archiver once     --config FILE [--ids FILE] [ID ...]   ingest inbox + ids, drain, exit
+    archiver check    --config FILE          can the service start? (config, dirs, credentials)
+    archiver status   --config FILE [--json] queue counts, oldest pending, recent errors
+    archiver enqueue  --config FILE [--force] [--user] ID ...
+    archiver retry    --config FILE [--failed] [--deferred] [ID ...]
+    archiver demo     [--dir DIR]            archive a few sessions from the bundled simulator
+    archiver simulate [--api-port N] [--media-port N]   run the simulator on loopback
+
+``--config`` defaults to ``$ARCHIVER_CONFIG``. Exit codes: 0 success, 1 failure, 2 usage or
+configuration error, 3 (``once``) sessions left waiting (not ready yet, or to be retried).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .config import CONFIG_ENV, Config, load_config
+from .errors import ArchiverError, ConfigError
+from .ids import SESSION, USER, id_problem
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WAITING = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by tests to check the deploy files' commands)."""
+    parser = argparse.ArgumentParser(prog="archiver", description="Archive Kore.ai call recordings and voicemails.")
+    parser.add_argument("--version", action="version", version=f"kore-archiver {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", default=os.environ.get(CONFIG_ENV), help=f"configuration file (default ${CONFIG_ENV})")
+        return p
+
+    with_config(sub.add_parser("run", help="run the daemon"))
+    once = with_config(sub.add_parser("once", help="ingest the inbox and the given ids, drain the queue, exit"))
+    once.add_argument("--ids", type=Path, help="a file of ids (any inbox format)")
+    once.add_argument("--user", action="store_true", help="the given ids are user ids (recordings by userId)")
+    once.add_argument("ids_args", nargs="*", metavar="ID", help="session ids")
+    with_config(sub.add_parser("check", help="check configuration, directories and credentials"))
+    status = with_config(sub.add_parser("status", help="show the queue"))
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    enqueue = with_config(sub.add_parser("enqueue", help="queue session ids"))
+    enqueue.add_argument("--force", action="store_true", help="archive again even if already archived")
+    enqueue.add_argument("--user", action="store_true", help="the ids are user ids")
+    enqueue.add_argument("ids_args", nargs="+", metavar="ID")
+    retry = with_config(sub.add_parser("retry", help="put failed/deferred jobs back in the queue"))
+    retry.add_argument("--failed", action="store_true")
+    retry.add_argument("--deferred", action="store_true")
+    retry.add_argument("ids_args", nargs="*", metavar="ID")
+    demo = sub.add_parser("demo", help="archive a few sessions from the bundled simulator")
+    demo.add_argument("--dir", type=Path, default=Path("demo-archive"), help="where to put the demo (default ./demo-archive)")
+    simulate = sub.add_parser("simulate", help="run the Kore.ai simulator on loopback")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--api-port", type=int, default=8700)
+    simulate.add_argument("--media-port", type=int, default=8701)
+    simulate.add_argument("--rate-limit", type=int, default=60, help="requests per minute (0: no limit)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"archiver: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ArchiverError as exc:
+        print(f"archiver: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _config(args: argparse.Namespace, *, need_credentials: bool = True) -> Config:
+    if not args.config:
+        raise ConfigError("--config", f"no configuration file given (use --config FILE or ${CONFIG_ENV})")
+    return load_config(args.config, need_credentials=need_credentials)
+
+
+def _secrets(config: Config) -> tuple[str, ...]:
+    return (config.kore.client_secret.reveal(),) if config.kore.client_secret else ()
+
+
+# -- run / once ---------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .logsetup import setup_logging
+    from .service import Service
+
+    config = _config(args)
+    setup_logging(config.observability, _secrets(config))
+    asyncio.run(Service(config, handle_signals=True).run())
+    return EXIT_OK
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    from .logsetup import setup_logging
+
+    config = _config(args)
+    setup_logging(config.observability, _secrets(config))
+    id_type = USER if args.user else SESSION
+    ids = list(_read_ids(args.ids, id_type)) if args.ids else []
+    ids += _checked_ids(args.ids_args, id_type)
+    return asyncio.run(run_once(config, ids, progress=sys.stdout.isatty()))
+
+
+async def run_once(config: Config, ids: list[tuple[str, str]], *, progress: bool = False) -> int:
+    """Enqueue ``ids``, ingest the inbox, drain the queue; print a summary; return the exit code."""
+    from .service import Service
+    from .store import JobStore
+
+    if ids:
+        store = JobStore.open_in(config.daemon.state_dir)
+        try:
+            store.enqueue(ids)
+        finally:
+            store.close()
+    service = Service(config, burst=True, handle_signals=True)
+    ticker = asyncio.create_task(_progress(service)) if progress else None
+    try:
+        stats = await service.run()
+    finally:
+        if ticker:
+            ticker.cancel()
+    counts = _counts(config)
+    print(
+        f"archived {stats.done} sessions ({_human(stats.bytes)}), failed {stats.failed}, "
+        f"deferred {stats.deferred}; queue: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+    )
+    for ext_id, reason in stats.failures[:20]:
+        print(f"  failed {ext_id}: {reason}")
+    if stats.failed:
+        return EXIT_FAILED
+    if counts.get("pending", 0) or counts.get("deferred", 0) or counts.get("running", 0):
+        return EXIT_WAITING
+    return EXIT_OK
+
+
+async def _progress(service: Any) -> None:
+    started = time.monotonic()
+    while True:
+        await asyncio.sleep(0.5)
+        if service.pool is None or service.store is None:
+            continue
+        stats = service.pool.stats
+        pending = service.store.counts().get("pending", 0)
+        total = stats.done + stats.failed + stats.deferred + pending + service.pool.active
+        rate = stats.bytes / max(time.monotonic() - started, 0.001)
+        sys.stdout.write(f"\r{stats.done}/{total} sessions  {_human(stats.bytes)}  {_human(rate)}/s   ")
+        sys.stdout.flush()
+
+
+def _counts(config: Config) -> dict[str, int]:
+    from .store import JobStore
+
+    store = JobStore.open_in(config.daemon.state_dir)
+    try:
+        return store.counts()
+    finally:
+        store.close()
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1000
+    return f"{size:.1f} TB"
+
+
+def _checked_ids(values: Sequence[str], id_type: str) -> list[tuple[str, str]]:
+    out = []
+    for value in values:
+        problem = id_problem(id_type, value)
+        if problem:
+            raise ConfigError("ID", f"{value[:60]!r} is not a valid {id_type} id: {problem}")
+        out.append((id_type, value))
+    return out
+
+
+def _read_ids(path: Path, id_type: str) -> list[tuple[str, str]]:
+    from .inbox import InvalidItem, parse_ids
+
+    out: list[tuple[str, str]] = []
+    bad = 0
+    with open(path, "rb") as handle:
+        for item in parse_ids(handle, path.name):
+            if isinstance(item, InvalidItem):
+                bad += 1
+                print(f"archiver: {path}: line {item.line}: {item.reason}", file=sys.stderr)
+                continue
+            out.append((item.id_type, item.ext_id))
+    if bad and not out:
+        raise ConfigError("--ids", f"{path} holds no valid ids")
+    return out
+
+
+# -- operator commands --------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .store import JobStore
+
+    config = _config(args, need_credentials=False)
+    store = JobStore.open_in(config.daemon.state_dir)
+    try:
+        status = store.status(recent=10)
+    finally:
+        store.close()
+    rate = config.kore.requests_per_minute / max(config.kore.rate_window / 60.0, 1e-9)
+    calls_per_session = int(config.kore.fetch_recordings) + int(config.kore.fetch_voicemail)
+    backlog = status.counts.get("pending", 0) + status.counts.get("deferred", 0)
+    eta_minutes = backlog * max(calls_per_session, 1) / rate if rate else None
+    if args.json:
+        data = _status_dict(status)
+        data["estimated_drain_minutes"] = eta_minutes
+        print(json.dumps(data, indent=2, default=str))
+        return EXIT_OK
+    print("jobs: " + ", ".join(f"{state} {count}" for state, count in status.counts.items()))
+    if status.oldest_pending_at:
+        age = time.time() - status.oldest_pending_at
+        print(f"oldest pending: queued {age / 60:.0f} min ago")
+    if eta_minutes:
+        print(f"estimated time to drain at {config.kore.requests_per_minute} requests/min: {eta_minutes:.0f} min")
+    for ext_id, state, error, updated in status.recent_errors:
+        print(f"  {state:<8} {ext_id}: {error}")
+    return EXIT_OK
+
+
+def _status_dict(status: Any) -> dict[str, Any]:
+    return {
+        "counts": status.counts,
+        "total": status.total,
+        "oldest_pending_at": status.oldest_pending_at,
+        "recent_errors": [
+            {"id": e[0], "state": e[1], "error": e[2], "updated_at": e[3]} for e in status.recent_errors
+        ],
+    }
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    from .store import JobStore
+
+    config = _config(args, need_credentials=False)
+    ids = _checked_ids(args.ids_args, USER if args.user else SESSION)
+    store = JobStore.open_in(config.daemon.state_dir)
+    try:
+        result = store.enqueue(ids, force=args.force)
+    finally:
+        store.close()
+    print(f"added {result.added}, requeued {result.requeued}, already known {result.skipped}")
+    return EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from .store import JobStore
+
+    config = _config(args, need_credentials=False)
+    if not (args.failed or args.deferred or args.ids_args):
+        raise ConfigError("retry", "say what to retry: --failed, --deferred or ids")
+    store = JobStore.open_in(config.daemon.state_dir)
+    try:
+        count = store.retry(failed=args.failed, deferred=args.deferred, ext_ids=args.ids_args)
+    finally:
+        store.close()
+    print(f"requeued {count} jobs")
+    return EXIT_OK
+
+
+# -- check --------------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    return asyncio.run(run_check(config))
+
+
+async def run_check(config: Config, out: Any = None) -> int:
+    """The operator's first command: can the service start with this configuration?"""
+    from .client import KoreClient, api_session
+
+    out = out or sys.stdout
+    ok = True
+
+    def line(good: bool, text: str) -> None:
+        nonlocal ok
+        ok = ok and good
+        print(f"{'ok  ' if good else 'FAIL'} {text}", file=out)
+
+    line(True, f"configuration {config.source} is valid")
+    for label, path in (("archive", config.archive.root), ("inbox", config.daemon.inbox_dir), ("state", config.daemon.state_dir)):
+        line(*_check_dir(label, path, config.archive.min_free_space if label == "archive" else 0))
+    try:
+        async with api_session(config) as http:
+            client = KoreClient(config, http)
+            client.retry = type(client.retry)(max_attempts=1)
+            token = client.signer.token()
+            line(bool(token), "signed a JWT (HS256) with the client secret")
+            answer = await client.probe()
+            line(True, f"the API at {config.kore.origin} accepted the credentials and scope (status {answer.status})")
+    except ArchiverError as exc:
+        line(False, f"API call failed: {exc}")
+    print("the service can start" if ok else "the service cannot start: fix the lines marked FAIL", file=out)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _check_dir(label: str, path: Path, min_free: int) -> tuple[bool, str]:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".archiver-check-{os.getpid()}"
+        with open(probe, "wb") as handle:
+            handle.write(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        return False, f"{label} directory {path} is not writable: {exc.strerror or exc}"
+    free = shutil.disk_usage(path).free
+    if free < min_free:
+        return False, f"{label} directory {path}: only {_human(free)} free (archive.min_free_space is {_human(min_free)})"
+    return True, f"{label} directory {path} is writable, {_human(free)} free"
+
+
+# -- demo and simulator -------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return asyncio.run(run_demo(args.dir))
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulator import SimConfig, serve
+
+    def ready(sim: Any) -> None:
+        print(f"Kore.ai simulator: API {sim.api_url}  media {sim.media_url}  bot {sim.config.bot_id}", flush=True)
+        print(f"client id {sim.config.client_id}, client secret in ARCHIVER_KORE_CLIENT_SECRET of your shell", flush=True)
+
+    cfg = SimConfig(rate_limit=args.rate_limit, client_secret=os.environ.get("ARCHIVER_KORE_CLIENT_SECRET", "sim-client-secret"))
+    try:
+        asyncio.run(serve(cfg, host=args.host, api_port=args.api_port, media_port=args.media_port, ready=ready))
+    except ValueError as exc:
+        raise ConfigError("--host", str(exc)) from None
+    return EXIT_OK
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "once": cmd_once,
+    "check": cmd_check,
+    "status": cmd_status,
+    "enqueue": cmd_enqueue,
+    "retry": cmd_retry,
+    "demo": cmd_demo,
+    "simulate": cmd_simulate,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""The Kore.ai API client: recordings (v1 and v2), voicemail and delete.
+
+This module is the one boundary where HTTP answers and aiohttp exceptions become archiver
+errors (see ``errors.py``). Every request waits for the shared rate limiter, carries a JWT
+in the ``auth`` header (only ever to the configured API origin: redirects are not followed),
+and is retried by the one retry policy when the failure is transient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, TypeVar
+
+import aiohttp
+from yarl import URL
+
+from .auth import TokenSigner
+from .config import Config
+from .errors import (
+    ArchiverError,
+    AuthError,
+    NotReadyError,
+    PermanentError,
+    ProtocolError,
+    RateLimited,
+    TooLargeError,
+    TransientError,
+)
+from .ids import SESSION
+from .metrics import Metrics
+from .ratelimit import RateLimiter
+from .redact import scrub
+from .retry import RetryPolicy
+
+log = logging.getLogger("archiver.client")
+T = TypeVar("T")
+
+# JSON answers of the recording/voicemail APIs are small; anything bigger is hostile.
+MAX_JSON_BODY = 32 * 1024 * 1024
+READY = "success"
+NOT_READY = frozenset({"call_in_progress", "media_in_progress"})
+V2_STATUSES = frozenset({"success", "media_unavailable", "failed"}) | NOT_READY
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    """One file the API offers: its (untrusted) name and signed URL (a secret: never shown)."""
+
+    file_name: str
+    url: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RecordingsAnswer:
+    """Fetch Call Recording v2."""
+
+    status: str
+    items: tuple[MediaItem, ...]
+
+
+@dataclass(frozen=True)
+class VoicemailAnswer:
+    """Fetch Voicemail Recording."""
+
+    status: str
+    items: tuple[MediaItem, ...]
+    transcriptions: tuple[dict[str, Any], ...]
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), None when absent or junk."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def kore_message(body: bytes) -> str:
+    """Kore's ``errors[].msg`` joined, or a short excerpt of the body."""
+    try:
+        data = json.loads(body)
+        messages = [str(e.get("msg", "")) for e in data.get("errors", []) if isinstance(e, dict)]
+        text = "; ".join(m for m in messages if m)
+    except (ValueError, AttributeError, TypeError):
+        text = ""
+    if not text:
+        text = body[:200].decode("utf-8", "replace").strip() or "(empty body)"
+    return scrub(text[:300])
+
+
+class KoreClient:
+    """Calls the Kore.ai Contact Center APIs for one bot."""
+
+    def __init__(
+        self,
+        config: Config,
+        http: aiohttp.ClientSession,
+        *,
+        signer: TokenSigner | None = None,
+        limiter: RateLimiter | None = None,
+        retry: RetryPolicy | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.kore = config.kore
+        self.http = http
+        self.signer = signer or TokenSigner(config.kore)
+        self.limiter = limiter or RateLimiter(config.kore.requests_per_minute, config.kore.rate_window)
+        self.retry = retry or RetryPolicy.from_config(config.http)
+        self.metrics = metrics or Metrics()
+        self._base = URL(self.kore.host.rstrip("/") + self.kore.path_prefix + f"/bot/{self.kore.bot_id}")
+
+    # -- public calls -------------------------------------------------------------------------
+
+    async def recordings_v2(self, id_type: str, ext_id: str) -> RecordingsAnswer:
+        """GET /v2/recordings: status and signed URLs."""
+        data = await self._json_call("v2_recordings", "GET", "/v2/recordings", {self._key(id_type): ext_id})
+        status = data.get("status", READY)
+        if not isinstance(status, str) or status not in V2_STATUSES:
+            raise ProtocolError(f"v2 recordings: unknown status {str(status)[:40]!r}")
+        return RecordingsAnswer(status, _media_items(data.get("recording"), "recording"))
+
+    async def voicemail(self, session_id: str) -> VoicemailAnswer:
+        """GET /voicemail with transcriptions."""
+        data = await self._json_call(
+            "voicemail", "GET", "/voicemail", {"sessionId": session_id, "transcription": "true"}
+        )
+        status = data.get("status", READY)
+        if not isinstance(status, str):
+            raise ProtocolError("voicemail: status is not a string")
+        raw = data.get("voicemail recording", data.get("voicemail_recording"))
+        transcriptions = data.get("transcriptions") or []
+        if not isinstance(transcriptions, list):
+            raise ProtocolError("voicemail: transcriptions is not a list")
+        records = tuple(t for t in transcriptions if isinstance(t, dict))
+        return VoicemailAnswer(status, _media_items(raw, "voicemail recording"), records)
+
+    async def stream_recordings_v1(
+        self, id_type: str, ext_id: str, consume: Callable[[aiohttp.ClientResponse], Awaitable[T]]
+    ) -> T:
+        """GET /recordings (v1) and hand the streaming response to ``consume``.
+
+        The whole exchange is one attempt: a body broken mid-way is retried from the start,
+        and ``consume`` must clean up what it wrote when it raises.
+        """
+
+        async def handle(resp: aiohttp.ClientResponse) -> T:
+            _require_json(resp, "v1 recordings")
+            return await consume(resp)
+
+        return await self._call("v1_recordings", "GET", "/recordings", {self._key(id_type): ext_id}, handle)
+
+    async def delete_recordings(self, session_id: str) -> dict[str, Any]:
+        """DELETE /v2/recordings. Not idempotent in effect, so never retried after it was sent."""
+        return await self._json_call(
+            "delete_recordings", "DELETE", "/v2/recordings", {"sessionId": session_id}, retry=False
+        )
+
+    async def probe(self) -> RecordingsAnswer:
+        """One cheap authenticated call proving host, credentials and scope (for ``archiver check``)."""
+        return await self.recordings_v2(SESSION, "000000000000000000000000")
+
+    # -- the one boundary ---------------------------------------------------------------------
+
+    @staticmethod
+    def _key(id_type: str) -> str:
+        return "sessionId" if id_type == SESSION else "userId"
+
+    async def _json_call(
+        self, endpoint: str, method: str, path: str, params: dict[str, str], *, retry: bool = True
+    ) -> dict[str, Any]:
+        async def handle(resp: aiohttp.ClientResponse) -> dict[str, Any]:
+            _require_json(resp, endpoint)
+            body = await _read_capped(resp, MAX_JSON_BODY, endpoint)
+            try:
+                data = json.loads(body)
+            except ValueError:
+                raise ProtocolError(f"{endpoint}: the answer is not valid JSON") from None
+            if not isinstance(data, dict):
+                raise ProtocolError(f"{endpoint}: the answer is not a JSON object")
+            return data
+
+        return await self._call(endpoint, method, path, params, handle, retry=retry)
+
+    async def _call(
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        handle: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+        *,
+        retry: bool = True,
+    ) -> T:
+        async def attempt() -> T:
+            return await self._attempt(endpoint, method, path, params, handle)
+
+        if not retry:
+            return await attempt()
+
+        def on_retry(exc: BaseException, number: int, delay: float) -> None:
+            self.metrics.retries.labels(endpoint).inc()
+            log.info(
+                "%s: retrying after %s (attempt %d, waiting %.1fs)", endpoint, exc, number, delay,
+                extra={"kv_endpoint": endpoint, "kv_attempt": number},
+            )
+
+        return await self.retry.call(attempt, on_retry=on_retry)
+
+    async def _attempt(
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        handle: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+    ) -> T:
+        url = self._base.with_path(self._base.path + path).with_query(params)
+        for signed_again in (False, True):
+            await self.limiter.acquire()
+            try:
+                async with self.http.request(
+                    method, url, headers={"auth": self.signer.token(), "Accept": "application/json"},
+                    allow_redirects=False,
+                ) as resp:
+                    self.metrics.api_calls.labels(endpoint, str(resp.status)).inc()
+                    if resp.status == 401 and not signed_again:
+                        # A token can be refused for reasons a new one fixes (clock skew, a
+                        # revoked jti); one fresh signature, then the refusal is final.
+                        self.signer.invalidate()
+                        continue
+                    if resp.status != 200:
+                        await self._raise_for_status(endpoint, resp)
+                    return await handle(resp)
+            except ArchiverError:
+                raise
+            except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise _translate(exc, endpoint) from exc
+        raise AssertionError("unreachable")
+
+    async def _raise_for_status(self, endpoint: str, resp: aiohttp.ClientResponse) -> None:
+        status = resp.status
+        try:
+            body = await _read_capped(resp, 64 * 1024, endpoint)
+        except (ArchiverError, aiohttp.ClientError, asyncio.TimeoutError):
+            body = b""
+        message = f"{endpoint}: HTTP {status}: {kore_message(body)}"
+        if status == 429:
+            self.metrics.rate_limited.inc()
+            delay = parse_retry_after(resp.headers.get("Retry-After"))
+            # Without Retry-After the only safe assumption is that the window is full now.
+            delay = self.kore.rate_window if delay is None else delay
+            self.limiter.pause(delay)
+            raise RateLimited(message, retry_after=delay, status=status)
+        if status == 401:
+            raise AuthError(message, status=status)
+        if status == 408 or status >= 500:
+            raise TransientError(message, retry_after=parse_retry_after(resp.headers.get("Retry-After")), status=status)
+        if 300 <= status < 400:
+            raise ProtocolError(f"{endpoint}: unexpected redirect (HTTP {status}); the API is not followed off-origin", status=status)
+        raise PermanentError(message, status=status)
+
+
+def _translate(exc: BaseException, what: str) -> ArchiverError:
+    """aiohttp and socket errors -> archiver errors (transient unless clearly not)."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return TransientError(f"{what}: timed out")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return ProtocolError(f"{what}: invalid URL")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return TransientError(f"{what}: the body was cut short ({type(exc).__name__})")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return ProtocolError(f"{what}: malformed HTTP answer ({exc.status})")
+    return TransientError(f"{what}: connection failed ({type(exc).__name__}: {scrub(str(exc))[:200]})")
+
+
+def translate_http_error(exc: BaseException, what: str) -> ArchiverError:
+    """Public face of the translation, for the media downloader."""
+    return _translate(exc, what)
+
+
+def _require_json(resp: aiohttp.ClientResponse, endpoint: str) -> None:
+    ctype = resp.headers.get("Content-Type", "")
+    if "json" not in ctype.lower():
+        raise ProtocolError(f"{endpoint}: expected a JSON answer, got content type {ctype[:60]!r}")
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, cap: int, what: str) -> bytes:
+    """The (decompressed) body, refusing more than ``cap`` bytes: defeats huge and gzip-bomb bodies."""
+    declared = resp.content_length
+    if declared is not None and declared > cap and not resp.headers.get("Content-Encoding"):
+        raise TooLargeError(f"{what}: answer of {declared} bytes is over the {cap}-byte limit")
+    parts: list[bytes] = []
+    total = 0
+    async for chunk in resp.content.iter_chunked(256 * 1024):
+        total += len(chunk)
+        if total > cap:
+            raise TooLargeError(f"{what}: answer is over the {cap}-byte limit")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _media_items(raw: Any, key: str) -> tuple[MediaItem, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ProtocolError(f"{key!r} is not a list")
+    items = []
+    for index, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            raise ProtocolError(f"{key}[{index}] is not an object")
+        name, url = entry.get("fileName"), entry.get("fileUrl")
+        if not isinstance(url, str) or not url:
+            raise ProtocolError(f"{key}[{index}].fileUrl is missing")
+        items.append(MediaItem(name if isinstance(name, str) else "", url))
+    return tuple(items)
+
+
+def not_ready(status: str, what: str) -> NotReadyError:
+    """The error for an in-progress status."""
+    return NotReadyError(f"{what}: {status}", status=status)
+
+
+def api_session(config: Config) -> aiohttp.ClientSession:
+    """The HTTP session for the Kore API origin (its own cookie-less session)."""
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=config.http.connect_timeout, sock_read=config.http.read_timeout
+    )
+    return aiohttp.ClientSession(
+        timeout=timeout,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        read_bufsize=256 * 1024,
+        connector=aiohttp.TCPConnector(limit=max(config.daemon.concurrency * 2, 8)),
+    )

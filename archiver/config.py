@@ -1,0 +1,418 @@
+"""Configuration: one TOML file, loaded once into frozen dataclasses and passed down.
+
+Every key can be overridden by ``ARCHIVER_<SECTION>_<KEY>``; durations and sizes are
+normalised here (seconds as float, bytes as int) so no other module parses them. Nothing
+here runs at import time. Errors name the key: ``config: kore.host: ...``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+ENV_PREFIX = "ARCHIVER_"
+CONFIG_ENV = "ARCHIVER_CONFIG"
+CREDENTIAL_NAME = "kore_client_secret"
+
+
+class Secret:
+    """A string that never shows itself in repr, str, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself; call only where it is used (signing)."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class KoreConfig:
+    host: str = "https://platform.kore.ai"
+    path_prefix: str = "/api/public"
+    bot_id: str = ""
+    client_id: str = ""
+    client_secret: Secret = field(default_factory=lambda: Secret(""), repr=False)
+    client_secret_file: str = ""
+    recordings_api: str = "v2"
+    fetch_recordings: bool = True
+    fetch_voicemail: bool = True
+    jti_per_request: bool = False
+    token_ttl: float = 55 * 60.0
+    requests_per_minute: int = 60
+    rate_window: float = 60.0
+
+    @property
+    def origin(self) -> str:
+        """scheme://host[:port] of the API, the only place the JWT is ever sent."""
+        parts = urlsplit(self.host)
+        return f"{parts.scheme}://{parts.netloc}"
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    allowed_hosts: tuple[str, ...] = ()
+    allow_private_addresses: bool = False
+    max_redirects: int = 5
+    max_file_size: int = 8 * 1024**3
+    chunk_size: int = 1024**2
+    concurrency: int = 4
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    root: Path = Path("/var/lib/kore-archiver/archive")
+    min_free_space: int = 1024**3
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_attempts: int = 5
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    state_dir: Path = Path("/var/lib/kore-archiver/state")
+    inbox_dir: Path = Path("/var/lib/kore-archiver/inbox")
+    concurrency: int = 4
+    inbox_scan_interval: float = 10.0
+    inbox_settle_time: float = 2.0
+    inbox_max_file_size: int = 256 * 1024**2
+    sweep_interval: float = 30.0
+    window: str = ""
+    grace_period: float = 30.0
+    max_attempts: int = 8
+    defer_delay: float = 600.0
+    not_ready_timeout: float = 3 * 86400.0
+
+
+@dataclass(frozen=True)
+class ObservabilityConfig:
+    log_format: str = "auto"
+    log_level: str = "INFO"
+    http_listen: str = "127.0.0.1:9464"
+
+
+@dataclass(frozen=True)
+class Config:
+    kore: KoreConfig = field(default_factory=KoreConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
+    source: str = ""  # where it was loaded from, for messages
+
+
+SECTIONS: dict[str, type] = {
+    "kore": KoreConfig,
+    "media": MediaConfig,
+    "archive": ArchiveConfig,
+    "http": HttpConfig,
+    "daemon": DaemonConfig,
+    "observability": ObservabilityConfig,
+}
+
+# Keys whose values are durations (seconds) or sizes (bytes) in the file.
+DURATIONS = {
+    "kore.token_ttl", "kore.rate_window", "http.connect_timeout", "http.read_timeout",
+    "http.backoff_initial", "http.backoff_max", "daemon.inbox_scan_interval",
+    "daemon.inbox_settle_time", "daemon.sweep_interval", "daemon.grace_period",
+    "daemon.defer_delay", "daemon.not_ready_timeout",
+}
+SIZES = {"media.max_file_size", "media.chunk_size", "archive.min_free_space", "daemon.inbox_max_file_size"}
+
+_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", re.I)
+_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*", re.I)
+_SIZE_UNITS = {
+    None: 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+
+
+def parse_duration(key: str, value: Any) -> float:
+    """Seconds from ``30``, ``"500ms"``, ``"5m"``, ``"2h"``, ``"1d"``."""
+    if isinstance(value, bool):
+        raise ConfigError(key, f"expected a duration, got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION_RE.fullmatch(str(value))
+        if not match:
+            raise ConfigError(key, f"expected a duration like '30s', '5m', '2h', got {value!r}")
+        unit = match.group(2).lower() if match.group(2) else None
+        seconds = float(match.group(1)) * _DURATION_UNITS[unit]
+    if seconds < 0:
+        raise ConfigError(key, "must not be negative")
+    return seconds
+
+
+def parse_size(key: str, value: Any) -> int:
+    """Bytes from ``1048576``, ``"512KiB"``, ``"64MiB"``, ``"4GiB"``, ``"1GB"``."""
+    if isinstance(value, bool):
+        raise ConfigError(key, f"expected a size, got {value!r}")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE_RE.fullmatch(str(value))
+        if not match:
+            raise ConfigError(key, f"expected a size like '64MiB', '4GiB', got {value!r}")
+        unit = match.group(2).lower() if match.group(2) else None
+        size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if size < 0:
+        raise ConfigError(key, "must not be negative")
+    return size
+
+
+def _coerce(key: str, field_type: Any, value: Any, from_env: bool) -> Any:
+    """Turn a TOML (or environment string) value into the field's type."""
+    if key in DURATIONS:
+        return parse_duration(key, value)
+    if key in SIZES:
+        return parse_size(key, value)
+    type_name = field_type if isinstance(field_type, str) else getattr(field_type, "__name__", str(field_type))
+    if type_name == "bool":
+        if isinstance(value, bool):
+            return value
+        if from_env and str(value).strip().lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return str(value).strip().lower() in {"1", "true", "yes", "on"}
+        raise ConfigError(key, f"expected true or false, got {value!r}")
+    if type_name == "int":
+        if isinstance(value, bool):
+            raise ConfigError(key, f"expected a whole number, got {value!r}")
+        try:
+            return int(str(value).strip()) if from_env else _strict_int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(key, f"expected a whole number, got {value!r}") from None
+    if type_name == "Path":
+        if not isinstance(value, str) or not value:
+            raise ConfigError(key, f"expected a path, got {value!r}")
+        return Path(value)
+    if type_name == "tuple[str, ...]":
+        if from_env:
+            return tuple(item.strip() for item in str(value).split(",") if item.strip())
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(key, "expected a list of strings")
+        return tuple(value)
+    if type_name == "Secret":
+        if not isinstance(value, str):
+            raise ConfigError(key, "expected a string")
+        return Secret(value)
+    if not isinstance(value, str):
+        raise ConfigError(key, f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _strict_int(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    raise ValueError(value)
+
+
+def known_env_vars() -> set[str]:
+    """Every environment variable the configuration reads."""
+    names = {CONFIG_ENV}
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            names.add(f"{ENV_PREFIX}{section.upper()}_{f.name.upper()}")
+    return names
+
+
+def load_config(
+    path: str | os.PathLike | None, env: Mapping[str, str] | None = None, *, need_credentials: bool = True
+) -> Config:
+    """Read, override from the environment, resolve the secret and validate.
+
+    ``path`` may be None to run on defaults and the environment alone. Operator commands
+    that only read the job store pass ``need_credentials=False``.
+    """
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    source = "<environment>"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as handle:
+                raw = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError("--config", f"file not found: {path}") from None
+        except PermissionError:
+            raise ConfigError("--config", f"cannot read {path}: permission denied") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
+    sections: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in SECTIONS:
+            raise ConfigError(name, f"unknown section (expected one of {', '.join(SECTIONS)})")
+        if not isinstance(value, dict):
+            raise ConfigError(name, "expected a [section] table")
+    for name, cls in SECTIONS.items():
+        sections[name] = _build_section(name, cls, raw.get(name, {}), env)
+    config = Config(**sections, source=source)
+    config = replace(config, kore=replace(config.kore, client_secret=_resolve_secret(config.kore, env)))
+    validate(config, need_credentials=need_credentials)
+    return config
+
+
+def _build_section(name: str, cls: type, table: dict[str, Any], env: Mapping[str, str]) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"{name}.{key}", "unknown key")
+        values[key] = _coerce(f"{name}.{key}", known[key].type, value, from_env=False)
+    for key, f in known.items():
+        env_name = f"{ENV_PREFIX}{name.upper()}_{key.upper()}"
+        if env_name in env:
+            values[key] = _coerce(f"{name}.{key}", f.type, env[env_name], from_env=True)
+    return cls(**values)
+
+
+def _resolve_secret(kore: KoreConfig, env: Mapping[str, str]) -> Secret:
+    """Environment first, then a file (configured or systemd credential), then the TOML value."""
+    if env.get(f"{ENV_PREFIX}KORE_CLIENT_SECRET"):
+        return Secret(env[f"{ENV_PREFIX}KORE_CLIENT_SECRET"])
+    candidates: list[tuple[str, str]] = []
+    if kore.client_secret_file:
+        candidates.append(("kore.client_secret_file", kore.client_secret_file))
+    if env.get("CREDENTIALS_DIRECTORY"):
+        cred = os.path.join(env["CREDENTIALS_DIRECTORY"], CREDENTIAL_NAME)
+        if os.path.exists(cred):
+            candidates.append(("$CREDENTIALS_DIRECTORY", cred))
+    for key, file_path in candidates[:1]:
+        try:
+            with open(file_path, encoding="utf-8") as handle:
+                value = handle.read().strip()
+        except OSError as exc:
+            raise ConfigError(key, f"cannot read the secret file {file_path}: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(key, f"the secret file {file_path} is empty")
+        return Secret(value)
+    return kore.client_secret
+
+
+def is_loopback_host(hostname: str) -> bool:
+    """True for localhost names and loopback addresses."""
+    if hostname in {"localhost", "localhost.localdomain"} or hostname.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(hostname.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+_BOT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+def validate(config: Config, *, need_credentials: bool = True) -> None:
+    """Check the values that cannot be checked by type alone; raise ConfigError on the first."""
+    kore = config.kore
+    parts = urlsplit(kore.host)
+    if parts.scheme not in {"https", "http"} or not parts.hostname:
+        raise ConfigError("kore.host", f"expected an https:// URL, got {kore.host!r}")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ConfigError("kore.host", "plain http:// is allowed only for loopback hosts; use https://")
+    if parts.path not in {"", "/"} or parts.query or parts.fragment or parts.username:
+        raise ConfigError("kore.host", "give only scheme://host[:port]; the path goes in kore.path_prefix")
+    if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", kore.path_prefix):
+        raise ConfigError("kore.path_prefix", f"expected a path like '/api/public', got {kore.path_prefix!r}")
+    if not _BOT_ID_RE.fullmatch(kore.bot_id) and (need_credentials or kore.bot_id):
+        raise ConfigError("kore.bot_id", "missing or not a valid bot id (letters, digits, '-', '_')")
+    if need_credentials and (not kore.client_id or any(ch.isspace() for ch in kore.client_id)):
+        raise ConfigError("kore.client_id", "missing or contains white space")
+    if need_credentials and not kore.client_secret:
+        raise ConfigError(
+            "kore.client_secret",
+            "missing: set ARCHIVER_KORE_CLIENT_SECRET, kore.client_secret_file, or a systemd credential "
+            f"named {CREDENTIAL_NAME}",
+        )
+    if kore.recordings_api not in {"v1", "v2"}:
+        raise ConfigError("kore.recordings_api", f"expected 'v1' or 'v2', got {kore.recordings_api!r}")
+    if not (kore.fetch_recordings or kore.fetch_voicemail):
+        raise ConfigError("kore.fetch_recordings", "nothing to archive: enable fetch_recordings or fetch_voicemail")
+    if not 60 <= kore.token_ttl <= 3600:
+        raise ConfigError("kore.token_ttl", "must be between 1m and 1h (Kore rejects longer-lived tokens)")
+    if kore.requests_per_minute < 1:
+        raise ConfigError("kore.requests_per_minute", "must be at least 1")
+    if kore.rate_window <= 0:
+        raise ConfigError("kore.rate_window", "must be more than 0")
+    media = config.media
+    if media.chunk_size < 256 * 1024 or media.chunk_size > 64 * 1024**2:
+        raise ConfigError("media.chunk_size", "must be between 256KiB and 64MiB")
+    if media.max_file_size < 1024:
+        raise ConfigError("media.max_file_size", "must be at least 1KiB")
+    if not 1 <= media.concurrency <= 256:
+        raise ConfigError("media.concurrency", "must be between 1 and 256")
+    if not 0 <= media.max_redirects <= 20:
+        raise ConfigError("media.max_redirects", "must be between 0 and 20")
+    for pattern in media.allowed_hosts:
+        if not re.fullmatch(r"(\*\.)?[A-Za-z0-9.-]+", pattern):
+            raise ConfigError("media.allowed_hosts", f"not a host name or *.domain pattern: {pattern!r}")
+    http = config.http
+    if http.max_attempts < 1:
+        raise ConfigError("http.max_attempts", "must be at least 1")
+    if http.connect_timeout <= 0 or http.read_timeout <= 0:
+        raise ConfigError("http.read_timeout" if http.read_timeout <= 0 else "http.connect_timeout", "must be more than 0")
+    if http.backoff_max < http.backoff_initial:
+        raise ConfigError("http.backoff_max", "must not be less than http.backoff_initial")
+    daemon = config.daemon
+    if not 1 <= daemon.concurrency <= 512:
+        raise ConfigError("daemon.concurrency", "must be between 1 and 512")
+    if daemon.max_attempts < 1:
+        raise ConfigError("daemon.max_attempts", "must be at least 1")
+    if daemon.window:
+        _validate_window(daemon.window)
+    obs = config.observability
+    if obs.log_format not in {"auto", "json", "text"}:
+        raise ConfigError("observability.log_format", "expected 'auto', 'json' or 'text'")
+    if obs.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError("observability.log_level", "expected DEBUG, INFO, WARNING or ERROR")
+    if obs.http_listen:
+        parse_listen(obs.http_listen)
+
+
+def _validate_window(expression: str) -> None:
+    from apscheduler.triggers.cron import CronTrigger  # only needed when a window is set
+
+    try:
+        CronTrigger.from_crontab(expression)
+    except ValueError as exc:
+        raise ConfigError("daemon.window", f"not a valid 5-field cron expression: {exc}") from None
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``host:port`` of the observability endpoint."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError("observability.http_listen", f"expected host:port, got {value!r}")
+    return host, int(port)

@@ -1,0 +1,247 @@
+"""Streaming media downloads from signed, expiring URLs.
+
+One download = one temp file (see ``atomicfile``) fed from the network in large chunks.
+A connection that breaks mid-body is resumed with ``Range`` from the bytes already on disk;
+a server that answers a ranged request with 200 is read again from zero (its body starts at
+byte 0); ``Content-Range`` and ``Content-Length`` are checked; the size cap is enforced while
+streaming. The media host is another origin: it never gets the ``auth`` header or cookies,
+and redirects are followed here, hop by hop, each hop checked by ``netguard``.
+
+A refused (403/410) or expired URL raises :class:`MediaRefusedError` at once: retrying a
+dead signature is pointless; the caller asks the API for a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from yarl import URL
+
+from .atomicfile import AtomicFile
+from .client import translate_http_error
+from .config import Config
+from .errors import (
+    ArchiverError,
+    MediaRefusedError,
+    PermanentError,
+    ProtocolError,
+    TooLargeError,
+    TransientError,
+    UnsafeInputError,
+)
+from .metrics import Metrics
+from .netguard import check_media_url
+from .redact import redact_url
+from .retry import RetryPolicy
+
+log = logging.getLogger("archiver.download")
+
+_CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+# A signed URL this close to its expiry is renewed before use rather than failing mid-body.
+EXPIRY_MARGIN = 30.0
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """What was written: final path, size, sha256, and facts for the sidecar."""
+
+    path: Path
+    size: int
+    sha256: str
+    content_type: str
+    source: str  # the URL without its query: safe to store
+    resumes: int
+
+
+def url_expiry(url: str) -> float | None:
+    """The ``e=`` expiry of a signed media URL, when it carries one."""
+    value = URL(url).query.get("e")
+    return float(value) if value and value.isdigit() else None
+
+
+class MediaDownloader:
+    """Downloads media URLs into the archive; shared by all workers."""
+
+    def __init__(
+        self,
+        config: Config,
+        http: aiohttp.ClientSession,
+        *,
+        metrics: Metrics | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.config = config
+        self.media = config.media
+        self.http = http
+        self.metrics = metrics or Metrics()
+        self.retry = retry or RetryPolicy.from_config(config.http)
+        self._slots = asyncio.Semaphore(config.media.concurrency)
+
+    async def download(self, url: str, final_path: Path) -> DownloadResult:
+        """Fetch ``url`` into ``final_path`` atomically (resuming across broken connections)."""
+        expiry = url_expiry(url)
+        if expiry is not None and expiry < time.time() + EXPIRY_MARGIN:
+            raise MediaRefusedError(f"media URL expired at {int(expiry)}: {redact_url(url)}")
+        async with self._slots:
+            started = time.monotonic()
+            result = await self._download(url, final_path)
+            self.metrics.download_seconds.observe(time.monotonic() - started)
+            return result
+
+    async def _download(self, url: str, final_path: Path) -> DownloadResult:
+        state = _Transfer(URL(url, encoded=True))
+        async with AtomicFile(final_path) as out:
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    await self._fetch_once(state, out)
+                    break
+                except TransientError as exc:
+                    if attempt >= self.retry.max_attempts:
+                        raise
+                    delay = exc.retry_after if exc.retry_after is not None else self._backoff(attempt)
+                    self.metrics.retries.labels("media").inc()
+                    log.info(
+                        "media %s: %s; resuming at byte %d in %.1fs (attempt %d)",
+                        redact_url(url), exc, out.size, delay, attempt,
+                        extra={"kv_attempt": attempt},
+                    )
+                    await asyncio.sleep(delay)
+            await out.commit(expected_size=state.total)
+            return DownloadResult(final_path, out.size, out.sha256, state.content_type, redact_url(url), state.resumes)
+
+    def _backoff(self, attempt: int) -> float:
+        import random
+
+        ceiling = min(self.retry.backoff_max, self.retry.backoff_initial * 2 ** (attempt - 1))
+        return random.uniform(0, ceiling)
+
+    async def _fetch_once(self, state: "_Transfer", out: AtomicFile) -> None:
+        """One request (following redirects); appends to ``out`` from ``out.size`` on."""
+        offset = out.size
+        headers = {"Accept-Encoding": "identity", "Accept": "*/*"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            state.resumes += 1
+            self.metrics.resumes.inc()
+        try:
+            resp = await self._open(state.url, headers)
+        except ArchiverError:
+            raise
+        except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise translate_http_error(exc, f"media {redact_url(str(state.url))}") from exc
+        async with resp:
+            await self._check_answer(resp, state, out, offset)
+            try:
+                await self._stream_body(resp, state, out)
+            except ArchiverError:
+                raise
+            except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise translate_http_error(exc, f"media {redact_url(str(state.url))}") from exc
+
+    async def _open(self, url: URL, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """GET with redirects followed by hand, each hop re-checked; no auth, no cookies."""
+        for _hop in range(self.media.max_redirects + 1):
+            check_media_url(url, self.media)
+            resp = await self.http.get(url, headers=headers, allow_redirects=False)
+            if resp.status not in (301, 302, 303, 307, 308):
+                return resp
+            location = resp.headers.get("Location")
+            resp.release()
+            if not location:
+                raise ProtocolError(f"media redirect without Location from {redact_url(str(url))}")
+            url = url.join(URL(location, encoded=True))
+        raise UnsafeInputError(f"media URL redirected more than {self.media.max_redirects} times")
+
+    async def _check_answer(self, resp: aiohttp.ClientResponse, state: "_Transfer", out: AtomicFile, offset: int) -> None:
+        shown = redact_url(str(state.url))
+        status = resp.status
+        if status in (401, 403, 410):
+            raise MediaRefusedError(f"media URL refused (HTTP {status}): {shown}")
+        if status == 408 or status == 429 or status >= 500:
+            raise TransientError(f"media HTTP {status}: {shown}", status=status)
+        if status == 416 and offset and state.total == offset:
+            return  # we already hold every byte; nothing left to send
+        if status not in (200, 206):
+            raise PermanentError(f"media HTTP {status}: {shown}", status=status)
+        encoding = resp.headers.get("Content-Encoding", "identity").lower()
+        if encoding not in ("identity", ""):
+            raise ProtocolError(f"media sent Content-Encoding {encoding!r} though identity was asked for")
+        state.content_type = resp.headers.get("Content-Type", "application/octet-stream")[:100]
+        length = resp.content_length
+        if status == 200:
+            if offset:
+                # The server ignored Range: its body starts at byte 0, so must our file.
+                log.info("media %s ignored Range; restarting from zero", shown)
+                await out.restart()
+            state.total = length
+        else:
+            match = _CONTENT_RANGE_RE.fullmatch(resp.headers.get("Content-Range", "").strip())
+            if not match or int(match.group(1)) != offset:
+                raise ProtocolError(f"media answered 206 with a Content-Range that does not start at {offset}")
+            total = None if match.group(3) == "*" else int(match.group(3))
+            if state.total is not None and total is not None and total != state.total:
+                raise ProtocolError("media size changed between requests")
+            if length is not None and length != int(match.group(2)) - offset + 1:
+                raise ProtocolError("media Content-Length does not match Content-Range")
+            state.total = total if total is not None else state.total
+        if state.total is not None and state.total > self.media.max_file_size:
+            raise TooLargeError(f"media of {state.total} bytes is over media.max_file_size ({self.media.max_file_size})")
+
+    async def _stream_body(self, resp: aiohttp.ClientResponse, state: "_Transfer", out: AtomicFile) -> None:
+        if resp.status == 416:
+            return
+        chunk_size = self.media.chunk_size
+        cap = self.media.max_file_size
+        buffer = bytearray()
+        async for piece in resp.content.iter_chunked(chunk_size):
+            buffer += piece
+            if out.size + len(buffer) > cap:
+                raise TooLargeError(f"media is over media.max_file_size ({cap} bytes)")
+            if state.total is not None and out.size + len(buffer) > state.total:
+                raise ProtocolError("media body is longer than its Content-Length")
+            if len(buffer) >= chunk_size:
+                await out.write(bytes(buffer))
+                buffer.clear()
+        if buffer:
+            await out.write(bytes(buffer))
+        if state.total is not None and out.size != state.total:
+            raise TransientError(f"media body ended at {out.size} of {state.total} bytes")
+
+
+class _Transfer:
+    """What is known about one media file across its requests."""
+
+    def __init__(self, url: URL) -> None:
+        self.url = url
+        self.total: int | None = None
+        self.content_type = "application/octet-stream"
+        self.resumes = 0
+
+
+def media_session(config: Config) -> aiohttp.ClientSession:
+    """The HTTP session for media hosts: no cookie jar, no default headers, guarded DNS."""
+    from .netguard import GuardedResolver
+
+    connector = aiohttp.TCPConnector(
+        limit=max(config.media.concurrency * 2, 8),
+        resolver=GuardedResolver(config.media.allow_private_addresses),
+        enable_cleanup_closed=True,
+    )
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=config.http.connect_timeout, sock_read=config.http.read_timeout
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        read_bufsize=config.media.chunk_size,
+        auto_decompress=False,
+    )

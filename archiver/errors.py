@@ -1,0 +1,94 @@
+"""The archiver's error tree.
+
+Every failure the archiver reports is one of these; lower-level errors (aiohttp, OSError,
+json) are translated at one boundary each (``client.py`` for the API, ``download.py`` for
+media) with ``raise Mapped(...) from exc``.
+
+    ArchiverError
+    ├── ConfigError            bad configuration; names the offending key
+    ├── TransientError         worth retrying as is: timeouts, resets, 408, 429, 5xx
+    │   ├── RateLimited        429 from the API (carries retry_after, may be None)
+    │   └── DiskFullError      ENOSPC/EDQUOT or below the free-space guard; waits for space
+    ├── NotReadyError          the vendor has no media *yet* (call/media in progress)
+    ├── MediaRefusedError      a signed media URL was refused or has expired: ask for a new one
+    └── PermanentError         retrying cannot help; the session is reported as failed
+        ├── AuthError          401 after a fresh token; carries Kore's errors[].msg
+        ├── ProtocolError      the server broke the protocol (bad JSON, sizes, Content-Range)
+        ├── UnsafeInputError   a server- or user-supplied value we refuse to act on
+        └── TooLargeError      a body over the configured size cap
+
+Messages never contain secrets: URLs are shown without their query string.
+"""
+
+from __future__ import annotations
+
+
+class ArchiverError(Exception):
+    """Root of every error the archiver raises on purpose."""
+
+
+class ConfigError(ArchiverError):
+    """The configuration is invalid; the message names the key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"config: {key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class TransientError(ArchiverError):
+    """A failure that may go away if the same request is made again later."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.status = status
+
+
+class RateLimited(TransientError):
+    """The API answered 429; ``retry_after`` is the server's hint in seconds, if it gave one."""
+
+
+class DiskFullError(TransientError):
+    """No space left for the archive (or below the free-space guard); retry once space returns."""
+
+
+class NotReadyError(ArchiverError):
+    """The vendor reports the media as not ready yet (``call_in_progress``, ``media_in_progress``)."""
+
+    def __init__(self, message: str, *, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class MediaRefusedError(ArchiverError):
+    """A signed media URL was refused (403/410) or has expired; a fresh URL is needed."""
+
+
+class PermanentError(ArchiverError):
+    """Retrying the same request cannot succeed."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AuthError(PermanentError):
+    """The API refused our credentials even with a freshly signed token."""
+
+
+class ProtocolError(PermanentError):
+    """The server's answer breaks the protocol (malformed JSON, size or range mismatch)."""
+
+
+class UnsafeInputError(PermanentError):
+    """A value from outside (file name, URL, host, id) that we refuse to act on."""
+
+
+class TooLargeError(PermanentError):
+    """A body is larger than the configured cap."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """The one retry classifier: True when the same call may succeed if repeated."""
+    return isinstance(exc, TransientError)

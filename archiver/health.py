@@ -1,0 +1,47 @@
+"""The observability endpoint: ``/healthz`` (JSON, 200 or 503) and ``/metrics`` (Prometheus)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from .config import parse_listen
+from .metrics import Metrics
+
+
+class HealthServer:
+    """A tiny aiohttp server on the configured (loopback) address."""
+
+    def __init__(self, listen: str, metrics: Metrics, health: Callable[[], dict[str, Any]]) -> None:
+        self.host, self.port = parse_listen(listen)
+        self.metrics = metrics
+        self.health = health
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        state = self.health()
+        state["time"] = time.time()
+        return web.json_response(state, status=200 if state.get("healthy") else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,115 @@
+"""The archive layout: where a session's files go, and what they are called.
+
+    <root>/<bot_id>/<YYYY>/<MM>/<DD>/<session_id>/      ObjectId session ids (date inside the id)
+    <root>/<bot_id>/undated/<session_id>/                 any other session id
+    <root>/<bot_id>/users/<user_id>/                      recordings looked up by userId
+        recordings/<file>.wav  <file>.wav.json            audio + sidecar
+        voicemail/<file>.wav   <file>.wav.json  <file>.wav.transcription.json
+        manifest.json                                     written last
+
+Names offered by the server are never used as paths: :func:`safe_filename` reduces them to
+one harmless path component, so every file lands inside its session directory.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+
+from .ids import SESSION, id_problem, object_id_time
+from .errors import UnsafeInputError
+
+RECORDINGS = "recordings"
+VOICEMAIL = "voicemail"
+MANIFEST = "manifest.json"
+SIDECAR_SUFFIX = ".json"
+TRANSCRIPTION_SUFFIX = ".transcription.json"
+# Bytes, leaving room in a 255-byte name for the longest suffix and a temp prefix.
+MAX_NAME_BYTES = 180
+
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._ ()+,=@-]")
+_EXT = re.compile(r"\.[A-Za-z0-9]{1,8}$")
+
+
+def session_dir(root: Path, bot_id: str, id_type: str, ext_id: str) -> Path:
+    """The directory of one session (or user), deterministic from its ids."""
+    problem = id_problem(id_type, ext_id)
+    if problem:
+        raise UnsafeInputError(f"refusing id {ext_id[:40]!r}: {problem}")
+    base = root / bot_id
+    if id_type != SESSION:
+        return base / "users" / ext_id
+    created = object_id_time(ext_id)
+    if created is None:
+        return base / "undated" / ext_id
+    return base / f"{created:%Y}" / f"{created:%m}" / f"{created:%d}" / ext_id
+
+
+def safe_filename(offered: str, default: str, taken: set[str]) -> str:
+    """One safe, unique file name from a server-supplied one.
+
+    Path separators, ``..``, NUL and control characters, percent-escapes and odd unicode are
+    neutralised; names are capped in length; an empty result falls back to ``default``; a
+    name already in ``taken`` (case-insensitively) gets ``-2``, ``-3``, ... before its
+    extension. The chosen name is added to ``taken``.
+    """
+    name = unicodedata.normalize("NFKC", offered or "")
+    # Keep only the last path component under either separator, as a browser would.
+    name = re.split(r"[/\\]", name)[-1]
+    name = _UNSAFE_CHARS.sub("_", name).strip(" .")
+    name = re.sub(r"\.{2,}", ".", name)
+    if not name or set(name) <= {"_", "."}:
+        name = default
+    stem, ext = _split_ext(name)
+    stem = _truncate_utf8(stem, MAX_NAME_BYTES - len(ext))
+    name = f"{stem}{ext}"
+    candidate, counter = name, 1
+    while _clashes(candidate, taken):
+        counter += 1
+        candidate = f"{stem}-{counter}{ext}"
+    taken.update(_family(candidate))
+    return candidate
+
+
+def _family(name: str) -> set[str]:
+    """A file and the sidecars that will stand beside it (names compared case-insensitively)."""
+    lower = name.lower()
+    return {lower, lower + SIDECAR_SUFFIX, lower + TRANSCRIPTION_SUFFIX}
+
+
+def _clashes(candidate: str, taken: set[str]) -> bool:
+    return candidate.lower() == MANIFEST or bool(_family(candidate) & taken) or any(
+        candidate.lower().endswith(suffix) and candidate.lower()[: -len(suffix)] in taken
+        for suffix in (SIDECAR_SUFFIX, TRANSCRIPTION_SUFFIX)
+    )
+
+
+def _split_ext(name: str) -> tuple[str, str]:
+    match = _EXT.search(name)
+    if match:
+        return name[: match.start()], match.group(0).lower()
+    return name, ""
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    encoded = text.encode("utf-8")[:limit]
+    return encoded.decode("utf-8", "ignore")
+
+
+def extension_for(content_type: str) -> str:
+    """A file extension for an audio MIME type (inline v1 recordings carry no name)."""
+    subtype = content_type.split("/", 1)[-1].split(";", 1)[0].strip().lower()
+    return {
+        "wav": ".wav", "x-wav": ".wav", "wave": ".wav", "vnd.wave": ".wav", "mpeg": ".mp3", "mp3": ".mp3",
+        "ogg": ".ogg", "opus": ".opus", "mp4": ".m4a", "x-m4a": ".m4a", "webm": ".webm", "flac": ".flac",
+    }.get(subtype, ".bin")
+
+
+def inside(directory: Path, path: Path) -> bool:
+    """True when ``path`` is lexically inside ``directory`` (the last guard before writing)."""
+    try:
+        path.resolve().relative_to(directory.resolve())
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,95 @@
+"""Logging: JSON lines for machines, short text for people, secrets scrubbed either way.
+
+Structured fields travel as ``extra={"kv_session": ..., "kv_kind": ..., "kv_attempt": ...}``
+and come out as top-level JSON keys (without the ``kv_`` prefix). Inside a worker the
+session id, kind and attempt are set once in a context variable and added to every line.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from .config import ObservabilityConfig
+from .redact import RedactingFilter
+
+# (session id, kind, attempt) of the job the current task works on.
+job_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("job_context", default=None)
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    context = job_context.get()
+    if context:
+        out.update(context)
+    for key, value in record.__dict__.items():
+        if key.startswith("kv_"):
+            out[key[3:]] = value
+    return out
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        data.update(_fields(record))
+        if record.exc_text:
+            data["exc"] = record.exc_text
+        elif record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger: message [key=value ...]``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        extras = " ".join(f"{k}={v}" for k, v in _fields(record).items())
+        line = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        if extras:
+            line += f" [{extras}]"
+        if record.exc_text:
+            line += "\n" + record.exc_text
+        elif record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def setup_logging(obs: ObservabilityConfig, secrets: tuple[str, ...] = (), stream: Any = None) -> logging.Handler:
+    """Install one handler on the ``archiver`` logger tree; returns it (tests remove it)."""
+    stream = stream or sys.stderr
+    use_json = obs.log_format == "json" or (obs.log_format == "auto" and not _isatty(stream))
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
+    handler.addFilter(RedactingFilter(secrets))
+    root = logging.getLogger("archiver")
+    for old in list(root.handlers):
+        if getattr(old, "_archiver_handler", False):
+            root.removeHandler(old)
+    handler._archiver_handler = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(obs.log_level.upper())
+    root.propagate = False
+    # aiohttp and apscheduler log at INFO about things operators rarely need.
+    for name in ("aiohttp", "apscheduler"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).addHandler(handler)
+    return handler
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False

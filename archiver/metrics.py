@@ -1,0 +1,31 @@
+"""Prometheus metrics, one registry per running archiver (so tests never share counters)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    """Every metric the archiver exports, in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.sessions = Counter("archiver_sessions_total", "Sessions finished, by outcome", ["outcome"], registry=r)
+        self.bytes = Counter("archiver_bytes_total", "Audio bytes written to the archive, by kind", ["kind"], registry=r)
+        self.files = Counter("archiver_files_total", "Files archived, by kind", ["kind"], registry=r)
+        self.api_calls = Counter("archiver_api_calls_total", "Kore API calls, by endpoint and status", ["endpoint", "status"], registry=r)
+        self.rate_limited = Counter("archiver_api_rate_limited_total", "429 answers from the Kore API", registry=r)
+        self.retries = Counter("archiver_retries_total", "Retried calls and downloads, by what", ["what"], registry=r)
+        self.url_refreshes = Counter("archiver_media_url_refreshes_total", "Media URLs asked for again after refusal or expiry", registry=r)
+        self.resumes = Counter("archiver_download_resumes_total", "Downloads resumed with Range", registry=r)
+        self.queue = Gauge("archiver_queue_jobs", "Jobs in the store, by state", ["state"], registry=r)
+        self.download_seconds = Histogram(
+            "archiver_download_duration_seconds", "Time to download one media file",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800), registry=r,
+        )
+        self.last_success = Gauge("archiver_last_success_timestamp_seconds", "When a session was last archived", registry=r)
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,57 @@
+"""Client-side rate limiting for the Kore.ai API.
+
+The Contact Center APIs allow a fixed number of requests per rolling window per account
+(60 a minute). Every avoidable 429 costs a whole window, so the limiter keeps us under the
+budget instead of reacting to refusals: it remembers when the last N requests were sent and
+makes the next one wait until the oldest leaves the window. A small margin covers the
+difference between when we send and when the server counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from typing import Callable
+
+
+class RateLimiter:
+    """At most ``limit`` acquisitions in any ``window`` seconds, FIFO, shared by all workers."""
+
+    def __init__(
+        self,
+        limit: int,
+        window: float,
+        *,
+        margin: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("limit must be >= 1 and window > 0")
+        self.limit = limit
+        self.window = window
+        # 2% of the window (at most a second): enough for loopback and WAN jitter alike.
+        self.margin = min(1.0, 0.02 * window) if margin is None else margin
+        self._clock = clock
+        self._sent: collections.deque[float] = collections.deque(maxlen=limit)
+        self._paused_until = 0.0
+        self._lock = asyncio.Lock()
+
+    def delay(self) -> float:
+        """Seconds until a request may be sent (0 when it may go now)."""
+        now = self._clock()
+        wait = max(0.0, self._paused_until - now)
+        if len(self._sent) >= self.limit:
+            wait = max(wait, self._sent[0] + self.window + self.margin - now)
+        return wait
+
+    async def acquire(self) -> None:
+        """Wait for a slot and take it."""
+        async with self._lock:
+            while (wait := self.delay()) > 0:
+                await asyncio.sleep(wait)
+            self._sent.append(self._clock())
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request for ``seconds`` (after a 429: the server's window is full)."""
+        self._paused_until = max(self._paused_until, self._clock() + seconds)

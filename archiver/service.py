@@ -1,0 +1,249 @@
+"""The service lifecycle: start, serve, stop.
+
+One :class:`Service` runs the daemon (``archiver run``) or, in burst mode, one drain of the
+queue (``archiver once``). APScheduler only enqueues and wakes (inbox scan, sweep of due
+jobs, status); the worker pool does the work. Stopping is an event: intake stops, in-flight
+sessions get ``daemon.grace_period`` to finish, then they are cancelled and their jobs go
+back to pending. A lock file keeps two archivers off one state directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from .archive import SessionArchiver
+from .client import KoreClient, api_session
+from .config import Config
+from .download import MediaDownloader, media_session
+from .errors import ArchiverError
+from .health import HealthServer
+from .inbox import Inbox, InboxSettings
+from .metrics import Metrics
+from .sdnotify import Notifier
+from .store import JobStore
+from .worker import PoolStats, WorkerPool
+
+log = logging.getLogger("archiver.service")
+STATES = ("pending", "running", "deferred", "done", "failed")
+
+
+class StateLock:
+    """An exclusive ``flock`` on ``<state_dir>/archiver.lock`` (released by the kernel on death)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "archiver.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ArchiverError(f"another archiver is already running on {self.path.parent}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Service:
+    """The archiver as a running thing."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        burst: bool = False,
+        metrics: Metrics | None = None,
+        notifier: Notifier | None = None,
+        handle_signals: bool = False,
+        serve_http: bool | None = None,
+    ) -> None:
+        self.config = config
+        self.burst = burst
+        self.metrics = metrics or Metrics()
+        self.notifier = notifier or Notifier()
+        self.handle_signals = handle_signals
+        self.serve_http = (not burst) if serve_http is None else serve_http
+        self.stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.pool: WorkerPool | None = None
+        self.store: JobStore | None = None
+        self.inbox: Inbox | None = None
+        self.health_server: HealthServer | None = None
+        self.scheduler: AsyncIOScheduler | None = None
+        self._last_tick = 0.0
+        self._started = 0.0
+
+    def stop(self) -> None:
+        """Ask the service to stop (idempotent; safe from a signal handler)."""
+        self.stopping.set()
+
+    async def run(self) -> PoolStats:
+        """Run until stopped (or drained, in burst mode); returns what this run did."""
+        lock = StateLock(self.config.daemon.state_dir)
+        lock.acquire()
+        try:
+            async with AsyncExitStack() as stack:
+                await self._start(stack)
+                assert self.pool is not None
+                pool_task = asyncio.create_task(self.pool.run(self.stopping, burst=self.burst))
+                stop_task = asyncio.create_task(self.stopping.wait())
+                await asyncio.wait({pool_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+                stop_task.cancel()
+                await self._shutdown(pool_task)
+                return self.pool.stats
+        finally:
+            lock.release()
+
+    async def _start(self, stack: AsyncExitStack) -> None:
+        config = self.config
+        self._started = time.time()
+        self.store = JobStore.open_in(config.daemon.state_dir)
+        stack.callback(self.store.close)
+        recovered = self.store.recover_running()
+        if recovered:
+            log.info("took up %d jobs left running by an earlier run", recovered)
+        config.archive.root.mkdir(parents=True, exist_ok=True)
+        api_http = await stack.enter_async_context(api_session(config))
+        media_http = await stack.enter_async_context(media_session(config))
+        client = KoreClient(config, api_http, metrics=self.metrics)
+        downloader = MediaDownloader(config, media_http, metrics=self.metrics)
+        archiver = SessionArchiver(config, client, downloader, self.metrics)
+        self.pool = WorkerPool(config, self.store, archiver, self.metrics)
+        self.inbox = Inbox(
+            InboxSettings(
+                inbox_dir=config.daemon.inbox_dir,
+                settle_time=config.daemon.inbox_settle_time,
+                max_file_size=config.daemon.inbox_max_file_size,
+            ),
+            self.store,
+        )
+        await self.scan_inbox()
+        if self.serve_http and config.observability.http_listen:
+            self.health_server = HealthServer(config.observability.http_listen, self.metrics, self.health)
+            await self.health_server.start()
+            stack.push_async_callback(self.health_server.close)
+        if not self.burst:
+            self._start_scheduler(stack)
+        if self.handle_signals:
+            self._install_signals(stack)
+        if self.notifier.watchdog_interval:
+            watchdog = asyncio.create_task(self._watchdog(self.notifier.watchdog_interval))
+            stack.callback(watchdog.cancel)
+        self._update_status()
+        self.notifier.notify(ready=1, status=self._status_line())
+        self.ready.set()
+        log.info("archiver %s", "draining the queue" if self.burst else "running")
+
+    def _start_scheduler(self, stack: AsyncExitStack) -> None:
+        daemon = self.config.daemon
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        scheduler.add_job(self.scan_inbox, "interval", seconds=daemon.inbox_scan_interval,
+                          id="inbox", max_instances=1, coalesce=True)
+        scheduler.add_job(self.sweep, "interval", seconds=daemon.sweep_interval,
+                          id="sweep", max_instances=1, coalesce=True)
+        scheduler.start()
+        self.scheduler = scheduler
+        self._last_tick = time.time()
+        stack.callback(lambda: scheduler.shutdown(wait=False) if scheduler.running else None)
+
+    def _install_signals(self, stack: AsyncExitStack) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+            stack.callback(loop.remove_signal_handler, signum)
+
+    async def _shutdown(self, pool_task: asyncio.Task[None]) -> None:
+        """Stop intake, give in-flight sessions the grace period, then cancel them."""
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        if not pool_task.done():
+            self.notifier.notify(stopping=1, status="stopping: finishing in-flight sessions")
+            log.info("stopping: waiting up to %.0fs for in-flight sessions", self.config.daemon.grace_period)
+            done, _ = await asyncio.wait({pool_task}, timeout=self.config.daemon.grace_period)
+            if not done:
+                log.warning("grace period over: cancelling in-flight sessions (they stay queued)")
+                assert self.pool is not None
+                await self.pool.cancel()
+                pool_task.cancel()
+        try:
+            await pool_task
+        except asyncio.CancelledError:
+            pass
+        self._update_status()
+
+    # -- scheduled jobs -------------------------------------------------------------------------
+
+    async def scan_inbox(self) -> int:
+        """Read the inbox (in a thread: it parses files) and wake the workers; returns ids accepted."""
+        assert self.inbox is not None
+        self._last_tick = time.time()
+        try:
+            outcomes = await asyncio.to_thread(self.inbox.scan)
+        except OSError as exc:
+            log.error("cannot scan the inbox %s: %s", self.config.daemon.inbox_dir, exc)
+            return 0
+        accepted = sum(o.accepted for o in outcomes)
+        if accepted and self.pool is not None:
+            self.pool.notify()
+        return accepted
+
+    async def sweep(self) -> None:
+        """Wake workers for jobs that fell due and publish queue counts."""
+        self._last_tick = time.time()
+        if self.pool is not None:
+            self.pool.notify()
+        self._update_status()
+
+    def _update_status(self) -> None:
+        if self.store is None:
+            return
+        counts = self.store.counts()
+        for state in STATES:
+            self.metrics.queue.labels(state).set(counts.get(state, 0))
+        self.notifier.notify(status=self._status_line(counts))
+
+    def _status_line(self, counts: dict[str, int] | None = None) -> str:
+        counts = counts if counts is not None else (self.store.counts() if self.store else {})
+        return " ".join(f"{state}={counts.get(state, 0)}" for state in STATES)
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            self.notifier.notify(watchdog=1)
+            await asyncio.sleep(interval)
+
+    def health(self) -> dict[str, Any]:
+        """For /healthz: ready, scheduler alive, last successful archive."""
+        now = time.time()
+        scheduler_alive = self.burst or (
+            self.scheduler is not None and self.scheduler.running
+            and now - self._last_tick < 3 * max(self.config.daemon.sweep_interval, self.config.daemon.inbox_scan_interval)
+        )
+        stats = self.pool.stats if self.pool else PoolStats()
+        return {
+            "healthy": bool(self.ready.is_set() and scheduler_alive and not self.stopping.is_set()),
+            "ready": self.ready.is_set(),
+            "scheduler_alive": bool(scheduler_alive),
+            "stopping": self.stopping.is_set(),
+            "last_success": stats.last_success,
+            "archived_this_run": stats.done,
+            "failed_this_run": stats.failed,
+            "started": self._started,
+        }

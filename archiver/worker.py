@@ -1,0 +1,224 @@
+"""The worker pool: N workers taking due jobs from the job store and archiving them.
+
+Concurrency is one number (``daemon.concurrency``); there is no task per item. The store is
+the queue: a worker claims one due job at a time, so a million queued ids cost nothing in
+memory. Idle workers sleep on one wake event (set by enqueues, the sweeper and by any worker
+that found work, so a burst of new jobs wakes every worker) or until the next job falls due.
+
+What happens to a job after it ran (done, deferred, retry later, failed, released) is
+decided here, in :meth:`WorkerPool._settle`, and written with cancellation shielded off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .archive import SessionArchiver
+from .config import Config
+from .errors import ArchiverError, DiskFullError, NotReadyError, PermanentError, TransientError
+from .logsetup import job_context
+from .metrics import Metrics
+from .store import Job, JobStore
+from .window import Window
+
+log = logging.getLogger("archiver.worker")
+
+
+@dataclass
+class PoolStats:
+    """What this process did (for ``archiver once``'s summary and exit code)."""
+
+    done: int = 0
+    failed: int = 0
+    deferred: int = 0
+    retried: int = 0
+    bytes: int = 0
+    last_success: float | None = None
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+class WorkerPool:
+    """A fixed pool of workers over one job store."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: JobStore,
+        archiver: SessionArchiver,
+        metrics: Metrics,
+        *,
+        window: Window | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.archiver = archiver
+        self.metrics = metrics
+        self.window = window or Window(config.daemon.window)
+        self.clock = clock
+        self.wake = asyncio.Event()
+        self.stats = PoolStats()
+        self.active = 0
+        self.disk_paused_until = 0.0
+        self._disk_warned = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def notify(self) -> None:
+        """New or newly due work: wake idle workers."""
+        self.wake.set()
+
+    async def run(self, stopping: asyncio.Event, *, burst: bool = False) -> None:
+        """Run the workers until ``stopping`` is set (or, in burst mode, the queue is drained)."""
+        self._tasks = [
+            asyncio.create_task(self._worker(n, stopping, burst), name=f"worker-{n}")
+            for n in range(self.config.daemon.concurrency)
+        ]
+        try:
+            await asyncio.gather(*self._tasks)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def cancel(self) -> None:
+        """Cancel in-flight jobs (after the grace period); they are released back to pending."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def _worker(self, number: int, stopping: asyncio.Event, burst: bool) -> None:
+        while not stopping.is_set():
+            pause = self._pause_for()
+            job = None if pause else self._claim()
+            if job is None:
+                if burst and self._drained():
+                    self.wake.set()  # let the other workers see it too
+                    return
+                await self._idle(stopping, pause)
+                continue
+            self.wake.set()  # there may be more: let another idle worker look
+            await self._process(job)
+
+    def _pause_for(self) -> float | None:
+        """Seconds to wait before claiming, when archiving is paused (window, disk)."""
+        now = self.clock()
+        if now < self.disk_paused_until:
+            return self.disk_paused_until - now
+        return self.window.seconds_until_open(now)
+
+    def _claim(self) -> Job | None:
+        jobs = self.store.claim(1, now=self.clock())
+        return jobs[0] if jobs else None
+
+    def _drained(self) -> bool:
+        """Burst mode ends when nothing is pending (deferred jobs wait for a later run)."""
+        return self.active == 0 and self.store.counts().get("pending", 0) == 0
+
+    async def _idle(self, stopping: asyncio.Event, pause: float | None) -> None:
+        timeout = self.config.daemon.sweep_interval
+        due = self.store.next_due()
+        if due is not None:
+            timeout = min(timeout, max(0.0, due - self.clock()))
+        if pause:
+            timeout = min(timeout, pause) if not self.wake.is_set() else pause
+        self.wake.clear()
+        waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stopping.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=max(timeout, 0.01), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    # -- one job --------------------------------------------------------------------------------
+
+    async def _process(self, job: Job) -> None:
+        self.active += 1
+        token = job_context.set({"session": job.ext_id, "kind": job.id_type, "attempt": job.attempts})
+        outcome: tuple[str, str | None] = ("release", None)
+        try:
+            result = await self.archiver.archive(job.id_type, job.ext_id, wants=job.wants, force=job.force)
+            outcome = (result.outcome, result.reason)
+            if result.outcome == "done":
+                self.stats.bytes += result.bytes
+        except asyncio.CancelledError:
+            outcome = ("release", "cancelled")
+            raise
+        except NotReadyError as exc:
+            outcome = ("not_ready", str(exc))
+        except DiskFullError as exc:
+            outcome = ("disk_full", str(exc))
+        except TransientError as exc:
+            outcome = ("transient", str(exc))
+        except PermanentError as exc:
+            outcome = ("failed", str(exc))
+        except ArchiverError as exc:
+            outcome = ("failed", str(exc))
+        except Exception as exc:  # a bug: report it on the job, never kill the worker
+            log.exception("unexpected error archiving %s", job.ext_id)
+            outcome = ("transient", f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self.active -= 1
+            # The bookkeeping must happen even when this task is being cancelled.
+            await asyncio.shield(self._settle(job, *outcome))
+            job_context.reset(token)
+
+    async def _settle(self, job: Job, outcome: str, reason: str | None) -> None:
+        now = self.clock()
+        daemon = self.config.daemon
+        if outcome == "done":
+            self.store.complete(job.id)
+            self.stats.done += 1
+            self.stats.last_success = now
+            self.metrics.sessions.labels("archived").inc()
+            self.metrics.last_success.set(now)
+            self._disk_warned = False
+            log.info("archived %s", job.ext_id)
+        elif outcome == "release":
+            self.store.release(job.id)
+        elif outcome == "not_ready":
+            first = job.first_deferred_at or now
+            if now - first >= daemon.not_ready_timeout:
+                self._fail(job, f"still not ready after {daemon.not_ready_timeout:.0f}s: {reason}")
+            else:
+                self.store.defer(job.id, now + daemon.defer_delay, reason or "not ready")
+                self.stats.deferred += 1
+                self.metrics.sessions.labels("deferred").inc()
+                log.info("not ready yet, asking again later: %s", reason)
+        elif outcome == "disk_full":
+            # Not the session's fault: give the attempt back and pause every worker.
+            self.store.release(job.id)
+            self.disk_paused_until = now + min(60.0, daemon.sweep_interval)
+            if not self._disk_warned:
+                log.error("archive disk full, pausing downloads until space returns: %s", reason)
+                self._disk_warned = True
+        elif outcome == "transient":
+            if job.attempts >= daemon.max_attempts:
+                self._fail(job, f"gave up after {job.attempts} attempts: {reason}")
+            else:
+                delay = _backoff(job.attempts, self.config.http.backoff_initial, max(self.config.http.backoff_max, 60.0))
+                self.store.retry_later(job.id, now + delay, reason or "transient error")
+                self.stats.retried += 1
+                self.metrics.retries.labels("session").inc()
+                log.warning("will retry in %.0fs: %s", delay, reason)
+        else:
+            self._fail(job, reason or "failed")
+
+    def _fail(self, job: Job, reason: str) -> None:
+        self.store.fail(job.id, reason)
+        self.stats.failed += 1
+        self.stats.failures.append((job.ext_id, reason))
+        del self.stats.failures[:-100]
+        self.metrics.sessions.labels("failed").inc()
+        log.error("failed: %s", reason)
+
+
+def _backoff(attempt: int, initial: float, ceiling: float) -> float:
+    """Full-jitter exponential backoff between attempts of a whole session."""
+    return random.uniform(initial, min(ceiling, initial * 2 ** max(0, attempt - 1)) + initial)
