@@ -2,17 +2,20 @@
 
 Kore wants HS256 tokens signed with the JWT app's client secret, carrying ``appId``; with a
 ``jti`` claim it also insists on ``exp`` at most an hour ahead and rejects a reused ``jti``.
-We sign ``{appId, sub, iat, exp, jti}``, cache the token, and sign again well before it
-expires (or for every request when the app enforces JTI).
+We sign ``{appId, sub, iat, exp}``, cache the token and sign again well before it expires;
+when the app enforces JTI (``kore.jti_per_request``) every request gets a new token with a
+fresh ``jti``.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+import warnings
 from typing import Callable
 
 import jwt
+from jwt.warnings import InsecureKeyLengthWarning
 
 from .config import KoreConfig
 
@@ -47,13 +50,19 @@ class TokenSigner:
     def _sign(self, now: float) -> str:
         issued = int(now)
         expires = issued + int(min(self._kore.token_ttl, 3600))
-        claims = {
+        claims: dict[str, object] = {
             "appId": self._kore.client_id,
             "sub": self._kore.client_id,
             "iat": issued,
             "exp": expires,
-            "jti": secrets.token_hex(16),
         }
+        if self._kore.jti_per_request:
+            # Kore rejects a reused jti as a replay, so a jti goes only into single-use tokens;
+            # the cached token carries none.
+            claims["jti"] = secrets.token_hex(16)
         self._expires_at = float(expires)
         self.signed += 1
-        return jwt.encode(claims, self._kore.client_secret.reveal(), algorithm="HS256")
+        with warnings.catch_warnings():
+            # The key is the JWT app's client secret, issued by Kore: not ours to lengthen.
+            warnings.simplefilter("ignore", InsecureKeyLengthWarning)
+            return jwt.encode(claims, self._kore.client_secret.reveal(), algorithm="HS256")

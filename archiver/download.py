@@ -201,15 +201,21 @@ class MediaDownloader:
         chunk_size = self.media.chunk_size
         cap = self.media.max_file_size
         buffer = bytearray()
-        async for piece in resp.content.iter_chunked(chunk_size):
-            buffer += piece
-            if out.size + len(buffer) > cap:
-                raise TooLargeError(f"media is over media.max_file_size ({cap} bytes)")
-            if state.total is not None and out.size + len(buffer) > state.total:
-                raise ProtocolError("media body is longer than its Content-Length")
-            if len(buffer) >= chunk_size:
+        try:
+            async for piece in resp.content.iter_chunked(chunk_size):
+                buffer += piece
+                if out.size + len(buffer) > cap:
+                    raise TooLargeError(f"media is over media.max_file_size ({cap} bytes)")
+                if state.total is not None and out.size + len(buffer) > state.total:
+                    raise ProtocolError("media body is longer than its Content-Length")
+                if len(buffer) >= chunk_size:
+                    await out.write(bytes(buffer))
+                    buffer.clear()
+        except (asyncio.TimeoutError, aiohttp.ClientError, OSError):
+            # Keep every byte that arrived before the break: the resume starts after them.
+            if buffer:
                 await out.write(bytes(buffer))
-                buffer.clear()
+            raise
         if buffer:
             await out.write(bytes(buffer))
         if state.total is not None and out.size != state.total:

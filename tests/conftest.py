@@ -1,0 +1,129 @@
+"""Shared fixtures: the simulator over loopback, configurations pointing at it, and helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+import pytest
+
+from archiver.config import Config, load_config
+from archiver.simulator import Faults, SimConfig, Simulator
+
+SECRET = "sim-client-secret-for-tests"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run the long variants of the suites")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="long variant: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def sim_config(**overrides: Any) -> SimConfig:
+    """A simulator with test credentials, no rate limit and small files unless told otherwise."""
+    values: dict[str, Any] = {"client_secret": SECRET, "rate_limit": 0, "min_size": 2_000, "max_size": 300_000}
+    values.update(overrides)
+    return SimConfig(**values)
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[Callable[..., Any]]:
+    """``await simulator(**SimConfig fields)`` starts one; all are closed after the test."""
+    started: list[Simulator] = []
+
+    async def start(**overrides: Any) -> Simulator:
+        sim = Simulator(sim_config(**overrides))
+        await sim.start()
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        await sim.close()
+
+
+def make_config(tmp_path: Path, sim: Simulator, **settings: Any) -> Config:
+    """A Config for ``sim`` rooted in ``tmp_path``; ``settings`` are ``section__key=value``."""
+    values: dict[str, dict[str, Any]] = {
+        "kore": {
+            "host": sim.api_url, "bot_id": sim.config.bot_id, "client_id": sim.config.client_id,
+            "requests_per_minute": 100000, "rate_window": "60s",
+        },
+        "media": {"allow_private_addresses": True, "chunk_size": "256KiB"},
+        "archive": {"root": str(tmp_path / "archive"), "min_free_space": 0},
+        "http": {"backoff_initial": "10ms", "backoff_max": "50ms", "max_attempts": 6, "read_timeout": "10s"},
+        "daemon": {
+            "state_dir": str(tmp_path / "state"), "inbox_dir": str(tmp_path / "inbox"),
+            "inbox_settle_time": "0s", "sweep_interval": "1s", "inbox_scan_interval": "1s",
+            "defer_delay": "1s", "grace_period": "5s",
+        },
+        "observability": {"http_listen": "", "log_format": "json", "log_level": "DEBUG"},
+    }
+    for name, value in settings.items():
+        section, key = name.split("__", 1)
+        values.setdefault(section, {})[key] = value
+    lines = []
+    for section, table in values.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {json.dumps(value)}" for key, value in table.items())
+    path = tmp_path / "archiver.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return load_config(path, env={"ARCHIVER_KORE_CLIENT_SECRET": SECRET})
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def temp_files(root: Path) -> list[Path]:
+    """Anything left with a temp name below ``root``."""
+    return [p for p in root.rglob("*") if p.name.endswith((".incomplete", ".tmp")) or ".part" in p.name]
+
+
+def assert_archived(config: Config, sim: Simulator, session_id: str, *, recordings: bool = True) -> dict[str, Any]:
+    """The session's files are on disk, complete, and byte-identical to what the simulator serves."""
+    from archiver.layout import session_dir
+
+    directory = session_dir(config.archive.root, config.kore.bot_id, "session", session_id)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    spec = sim.session(session_id)
+    audio = [f for f in manifest["files"] if f["kind"] == "audio"]
+    expected = []
+    if recordings:
+        expected += [sim.media_sha256(m) for m in spec.recordings]
+    if config.kore.fetch_voicemail:
+        expected += [sim.media_sha256(m) for m in spec.voicemails]
+    assert sorted(f["sha256"] for f in audio) == sorted(expected)
+    for entry in manifest["files"]:
+        path = directory / entry["path"]
+        assert path.stat().st_size == entry["size"]
+        assert sha256_file(path) == entry["sha256"]
+    return manifest
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``predicate`` until true, failing after ``timeout`` (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+__all__ = ["Faults", "make_config", "sha256_file", "temp_files", "assert_archived", "wait_for", "SECRET", "os"]

@@ -1,0 +1,686 @@
+"""The simulator itself, driven over loopback sockets with a plain aiohttp client."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import json
+import time
+import uuid
+import warnings
+import wave
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import jwt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from multidict import CIMultiDict
+
+from archiver.simulator import Faults, MediaSpec, SessionSpec, SimConfig, Simulator, serve
+from archiver.simulator import content
+from archiver.simulator.spec import SimStats
+
+BOT = "st-sim-bot"
+CLIENT = "cs-sim-client"
+SECRET = "sim-client-secret"
+SID = "67ab573f3685d1ba99540001"
+SDK = {"errors": [{"msg": "Invalid SDK credentials", "code": 401}]}
+BAD_JWT = {"errors": [{"msg": "Invalid JWT token", "code": 401}]}
+BAD_SCOPE = {"errors": [{"msg": "Permission denied. Scope is incorrect!", "code": 401}]}
+INVALID_ARGS = {"errors": [{"msg": "Validation errors/ Invalid arguments", "code": 412}]}
+RATE_MSG = "You've exceeded the per-minute rate limit. Please wait for sometime before retrying."
+
+
+def token(**claims: object) -> str:
+    """A JWT signed like the archiver signs it (claims may be overridden or set to None)."""
+    now = int(time.time())
+    payload = {"appId": CLIENT, "sub": "archiver", "iat": now, "exp": now + 600, "jti": uuid.uuid4().hex}
+    payload.update(claims)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    secret = payload.pop("_secret", SECRET)
+    return encode(payload, secret)
+
+
+def encode(payload: dict, secret: str, algorithm: str = "HS256") -> str:
+    with warnings.catch_warnings():  # the test secrets are short on purpose
+        warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+        return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+@pytest.fixture
+async def sim_factory() -> AsyncIterator:
+    sims: list[Simulator] = []
+
+    async def make(**kwargs: object) -> Simulator:
+        sim = Simulator(SimConfig(**kwargs))
+        await sim.start()
+        sims.append(sim)
+        return sim
+
+    yield make
+    for sim in sims:
+        await sim.close()
+
+
+@pytest.fixture
+async def sim(sim_factory) -> Simulator:
+    return await sim_factory()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
+
+
+async def api(
+    http: aiohttp.ClientSession,
+    sim: Simulator,
+    endpoint: str = "v2/recordings",
+    *,
+    method: str = "GET",
+    auth: str | None = "fresh",
+    bot: str = BOT,
+    prefix: str = "/api/public",
+    **params: str,
+) -> tuple[int, CIMultiDict[str], object]:
+    """One API call: (status, headers, parsed JSON body or text)."""
+    if not params:
+        params = {"sessionId": SID}
+    headers = {} if auth is None else {"auth": token() if auth == "fresh" else auth}
+    url = f"{sim.api_url}{prefix}/bot/{bot}/{endpoint}"
+    async with http.request(method, url, params=params, headers=headers) as resp:
+        text = await resp.text()
+        try:
+            body: object = json.loads(text)
+        except ValueError:
+            body = text
+        return resp.status, resp.headers.copy(), body
+
+
+async def fetch(http: aiohttp.ClientSession, url: str, **headers: str) -> tuple[int, CIMultiDict[str], bytes]:
+    async with http.get(url, headers=headers) as resp:
+        return resp.status, resp.headers.copy(), await resp.read()
+
+
+async def first_url(http: aiohttp.ClientSession, sim: Simulator, session_id: str = SID) -> str:
+    status, _, body = await api(http, sim, sessionId=session_id)
+    assert status == 200 and body["status"] == "success", body
+    return body["recording"][0]["fileUrl"]
+
+
+# -- auth ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"sub": None, "iat": None, "exp": None, "jti": None},  # the voicemail page's bare {appId}
+        {"jti": None},
+        {},
+    ],
+)
+async def test_valid_tokens_are_accepted(sim, http, claims) -> None:
+    status, _, body = await api(http, sim, auth=token(**claims))
+    assert status == 200 and body["status"] == "success"
+
+
+@pytest.mark.parametrize(
+    ("auth", "bot", "expected"),
+    [
+        (None, BOT, SDK),
+        ("fresh", "st-other-bot", SDK),
+        ("not-a-jwt", BOT, BAD_JWT),
+        (token(_secret="wrong-secret"), BOT, BAD_JWT),
+        (token(appId="cs-someone-else"), BOT, BAD_JWT),
+        (token(appId=None), BOT, BAD_JWT),
+        (token(exp=int(time.time()) - 5, iat=int(time.time()) - 60), BOT, BAD_JWT),
+        (token(exp=int(time.time()) + 7200), BOT, BAD_JWT),  # jti with a lifetime over an hour
+        (token(exp=None), BOT, BAD_JWT),  # jti without exp
+        (encode({"appId": CLIENT}, SECRET, "HS512"), BOT, BAD_JWT),
+    ],
+)
+async def test_bad_credentials_get_kore_errors(sim, http, auth, bot, expected) -> None:
+    status, _, body = await api(http, sim, auth=auth, bot=bot)
+    assert (status, body) == (401, expected)
+
+
+async def test_jti_replay_is_refused(sim, http) -> None:
+    reused = token()
+    assert (await api(http, sim, auth=reused))[0] == 200
+    assert (await api(http, sim, auth=reused))[:3:2] == (401, BAD_JWT)
+
+
+async def test_enforce_jti_requires_one(sim_factory, http) -> None:
+    sim = await sim_factory(enforce_jti=True)
+    assert (await api(http, sim, auth=token(jti=None)))[:3:2] == (401, BAD_JWT)
+    assert (await api(http, sim, auth=token()))[0] == 200
+
+
+async def test_missing_scope(sim_factory, http) -> None:
+    sim = await sim_factory(scopes=frozenset({"SmartAssist Recordings"}))
+    assert (await api(http, sim))[0] == 200
+    for endpoint, method in (("voicemail", "GET"), ("v2/recordings", "DELETE")):
+        status, _, body = await api(http, sim, endpoint, method=method, sessionId=SID, transcription="true")
+        assert (status, body) == (401, BAD_SCOPE)
+
+
+# -- routing and validation ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"other": "x"}, {"sessionId": ""}, {"sessionId": "../etc"}, {"sessionId": "a" * 200}, {"userId": "a/b"}],
+)
+async def test_bad_arguments_get_412(sim, http, params) -> None:
+    for endpoint in ("recordings", "v2/recordings"):
+        status, _, body = await api(http, sim, endpoint, **params)
+        assert (status, body) == (412, INVALID_ARGS)
+
+
+async def test_voicemail_transcription_must_be_boolean(sim, http) -> None:
+    status, _, body = await api(http, sim, "voicemail", sessionId=SID, transcription="maybe")
+    assert (status, body) == (412, INVALID_ARGS)
+
+
+async def test_wrong_method_gets_405(sim, http) -> None:
+    for endpoint, method in (("recordings", "POST"), ("v2/recordings", "PUT"), ("voicemail", "DELETE")):
+        status, _, body = await api(http, sim, endpoint, method=method)
+        assert (status, body) == (405, {"errors": [{"msg": "Method Not Allowed", "code": 405}]})
+    assert sim.stats.api_calls[("v1_recordings", 405)] == 1
+
+
+async def test_both_prefixes_are_served(sim, http) -> None:
+    for prefix in ("/api/public", "/api/1.1/public"):
+        assert (await api(http, sim, prefix=prefix))[0] == 200
+    assert (await api(http, sim, prefix="/api/2/public"))[0] == 404
+
+
+# -- rate limit ----------------------------------------------------------------------------
+
+
+async def test_rolling_rate_limit(sim_factory, http) -> None:
+    sim = await sim_factory(rate_limit=3, rate_window=0.8)
+    started = time.monotonic()
+    for endpoint in ("v2/recordings", "recordings", "voicemail"):  # one shared window
+        assert (await api(http, sim, endpoint))[0] == 200
+    status, headers, body = await api(http, sim)
+    assert (status, body) == (429, {"errors": [{"msg": RATE_MSG, "code": 429}]})
+    assert headers["Retry-After"] == "1"
+    assert (await api(http, sim))[0] == 429  # refused requests do not extend the window
+    deadline = time.monotonic() + 5
+    while (status := (await api(http, sim))[0]) == 429 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert status == 200
+    assert time.monotonic() - started >= 0.75
+    assert sim.stats.rate_limited >= 2
+    assert sim.stats.api_calls[("v2_recordings", 429)] >= 2
+
+
+async def test_rate_limit_knobs(sim_factory, http) -> None:
+    sim = await sim_factory(rate_limit=1, rate_window=30.0, retry_after_header=False)
+    assert (await api(http, sim))[0] == 200
+    status, headers, _ = await api(http, sim)
+    assert status == 429 and "Retry-After" not in headers
+    sim.config.retry_after_header = True
+    assert (await api(http, sim))[1]["Retry-After"] in {"29", "30"}
+    sim.config.rate_limit = 0  # disabled
+    assert [(await api(http, sim))[0] for _ in range(3)] == [200, 200, 200]
+
+
+async def test_auth_failures_do_not_use_the_budget(sim_factory, http) -> None:
+    sim = await sim_factory(rate_limit=1, rate_window=30.0)
+    for _ in range(3):
+        assert (await api(http, sim, auth=None))[0] == 401
+    assert (await api(http, sim))[0] == 200
+
+
+# -- v1 ----------------------------------------------------------------------------------
+
+
+def decode_v1(body: dict) -> list[bytes]:
+    prefix = "data:audio/wav;base64,"
+    assert all(item.startswith(prefix) for item in body["recording"])
+    return [base64.b64decode(item[len(prefix) :], validate=True) for item in body["recording"]]
+
+
+async def test_v1_inline_recording_matches_the_media(sim_factory, http) -> None:
+    sim = await sim_factory(min_size=300_000, max_size=400_000)
+    async with http.get(
+        f"{sim.api_url}/api/1.1/public/bot/{BOT}/recordings", params={"sessionId": SID}, headers={"auth": token()}
+    ) as resp:
+        assert resp.headers["Transfer-Encoding"] == "chunked"
+        raw = await resp.read()
+    assert b"\\/" in raw  # slashes escaped, as many JSON encoders do
+    (audio,) = decode_v1(json.loads(raw))
+    media = sim.session(SID).recordings[0]
+    assert hashlib.sha256(audio).hexdigest() == sim.media_sha256(media)
+    assert audio == sim.media_bytes(media)
+
+
+async def test_v1_without_escaped_slashes(sim_factory, http) -> None:
+    sim = await sim_factory(escape_slashes=False)
+    async with http.get(
+        f"{sim.api_url}/api/public/bot/{BOT}/recordings", params={"sessionId": SID}, headers={"auth": token()}
+    ) as resp:
+        raw = await resp.read()
+    assert b"\\/" not in raw
+    assert decode_v1(json.loads(raw)) == [sim.media_bytes(sim.session(SID).recordings[0])]
+
+
+async def test_v1_by_user_returns_each_user_session(sim, http) -> None:
+    user = "alice@example.com"
+    ids = sim.user_sessions(user)
+    assert len(ids) == 2 and all(len(i) == 24 and int(i, 16) >= 0 for i in ids)
+    status, _, body = await api(http, sim, "recordings", userId=user)
+    assert status == 200
+    expected = [sim.media_bytes(sim.session(i).recordings[0]) for i in ids]
+    assert decode_v1(body) == expected
+    assert all(sim.session(i).user_id == user for i in ids)
+
+
+# -- v2 and the media host ----------------------------------------------------------------
+
+
+async def test_v2_url_downloads_the_file(sim, http) -> None:
+    status, _, body = await api(http, sim)
+    (entry,) = body["recording"]
+    media = sim.session(SID).recordings[0]
+    assert entry["fileName"] == f"{SID}-merged.wav" == media.file_name
+    url = urlsplit(entry["fileUrl"])
+    assert f"{url.scheme}://{url.netloc}" == sim.media_url != sim.api_url
+    query = parse_qs(url.query)
+    assert set(query) == {"e", "n", "s"} and query["n"][0].isdigit()
+    assert abs(int(query["e"][0]) - (time.time() + sim.config.url_ttl)) < 5
+    status, headers, data = await fetch(http, entry["fileUrl"])
+    assert status == 200
+    assert headers["Content-Type"] == "audio/wav" and headers["Accept-Ranges"] == "bytes"
+    assert int(headers["Content-Length"]) == media.size == len(data)
+    assert headers["Set-Cookie"].startswith("simsession=")
+    assert hashlib.sha256(data).hexdigest() == sim.media_sha256(media)
+    path = url.path
+    assert path == sim.media_path(SID)
+    assert sim.stats.media_completions[path] == 1
+    assert sim.stats.full_transfers(path, media.size) == 1 and sim.stats.redundant_bytes(path) == 0
+
+
+async def test_requests_are_recorded_as_received(sim, http) -> None:
+    url = await first_url(http, sim)
+    await fetch(http, url, Cookie="simsession=abc", Range="bytes=0-9")
+    api_seen, media_seen = sim.requests
+    assert (api_seen.server, api_seen.method, api_seen.status) == ("api", "GET", 200)
+    assert api_seen.query == {"sessionId": SID} and "auth" in api_seen.headers
+    assert (media_seen.server, media_seen.status) == ("media", 206)
+    assert media_seen.headers["Cookie"] == "simsession=abc" and media_seen.headers["Range"] == "bytes=0-9"
+    assert set(media_seen.query) == {"e", "n", "s"}
+    assert sim.stats.api_calls == {("v2_recordings", 200): 1}
+
+
+@pytest.mark.parametrize(
+    ("range_header", "start", "end"),
+    [("bytes=100-", 100, None), ("bytes=100-199", 100, 200), ("bytes=-50", -50, None), ("bytes=0-999999999", 0, None)],
+)
+async def test_ranges(sim, http, range_header, start, end) -> None:
+    media = sim.session(SID).recordings[0]
+    full = sim.media_bytes(media)
+    status, headers, data = await fetch(http, await first_url(http, sim), Range=range_header)
+    expected = full[start:end]
+    first = start % media.size
+    assert status == 206 and data == expected
+    assert headers["Content-Range"] == f"bytes {first}-{first + len(expected) - 1}/{media.size}"
+    assert int(headers["Content-Length"]) == len(expected)
+
+
+async def test_unsatisfiable_range_and_head(sim, http) -> None:
+    url = await first_url(http, sim)
+    size = sim.session(SID).recordings[0].size
+    status, headers, _ = await fetch(http, url, Range=f"bytes={size}-")
+    assert status == 416 and headers["Content-Range"] == f"bytes */{size}"
+    async with http.head(url) as resp:
+        assert resp.status == 200 and int(resp.headers["Content-Length"]) == size
+        assert resp.headers["Accept-Ranges"] == "bytes" and "simsession=" in resp.headers["Set-Cookie"]
+    status, _, data = await fetch(http, url, Range="bytes=5-2")  # malformed: ignored, as RFC 9110 allows
+    assert status == 200 and len(data) == size
+
+
+async def test_if_range_mismatch_serves_the_whole_file(sim, http) -> None:
+    url = await first_url(http, sim)
+    status, headers, _ = await fetch(http, url, Range="bytes=0-0")
+    assert (await fetch(http, url, Range="bytes=10-", **{"If-Range": headers["Etag"]}))[0] == 206
+    assert (await fetch(http, url, Range="bytes=10-", **{"If-Range": '"other"'}))[0] == 200
+
+
+async def test_expired_url_is_refused(sim, http) -> None:
+    sim.faults.expired_url = 1.0
+    url = await first_url(http, sim)
+    assert int(parse_qs(urlsplit(url).query)["e"][0]) < time.time()
+    status, headers, body = await fetch(http, url)
+    assert status == 403 and b"Request has expired" in body and b"<Code>AccessDenied</Code>" in body
+    assert headers["Content-Type"].startswith("application/xml")
+    assert sim.stats.faults_injected["expired_url"] == 1
+    status, _, body = await fetch(http, sim.signed_url(SID, expired=True))
+    assert status == 403 and b"Request has expired" in body
+
+
+async def test_bad_signatures_are_refused(sim_factory, sim, http) -> None:
+    url = await first_url(http, sim)
+    base, query = url.split("?")
+    params = dict(p.split("=", 1) for p in query.split("&"))
+    tampered = [
+        f"{base}?e={int(params['e']) + 1}&n={params['n']}&s={params['s']}",
+        f"{base}?e={params['e']}&n={params['n']}&s={params['s'][:-2]}AA",
+        f"{base}?e={params['e']}&n={params['n']}",
+        base,
+        url.replace("rec-0.wav", "rec-1.wav"),
+        url.replace(SID, "67ab573f3685d1ba99540002"),
+    ]
+    for bad in tampered:
+        status, _, body = await fetch(http, bad)
+        assert status == 403 and b"SignatureDoesNotMatch" in body, bad
+    other = await sim_factory()
+    assert (await fetch(http, url.replace(sim.media_url, other.media_url)))[0] == 403
+
+
+async def test_unknown_file_with_valid_signature_is_404(sim, http) -> None:
+    status, _, body = await fetch(http, sim.signed_url(SID, "recording", 3))
+    assert status == 404 and b"NoSuchKey" in body
+
+
+async def test_hostile_file_names_are_reported_verbatim(sim_factory, http) -> None:
+    names = ["../x.wav", "/etc/passwd", "a\x00b.wav", "n" * 300]
+    spec = SessionSpec([MediaSpec(n, 100 + i, i) for i, n in enumerate(names)], [], [])
+    sim = await sim_factory(sessions={SID: spec})
+    _, _, body = await api(http, sim)
+    assert [e["fileName"] for e in body["recording"]] == names
+    for i, entry in enumerate(body["recording"]):
+        assert (await fetch(http, entry["fileUrl"]))[2] == sim.media_bytes(spec.recordings[i])
+
+
+# -- statuses, voicemail, delete ------------------------------------------------------------
+
+
+async def test_not_ready_polls_then_success(sim_factory, http) -> None:
+    spec = SessionSpec([MediaSpec("a.wav", 1000, 1)], [], [], not_ready_polls=3)
+    sim = await sim_factory(sessions={SID: spec})
+    statuses = []
+    for _ in range(4):
+        _, _, body = await api(http, sim)
+        statuses.append((body["status"], len(body["recording"])))
+    assert statuses == [("call_in_progress", 0), ("media_in_progress", 0), ("media_in_progress", 0), ("success", 1)]
+
+
+async def test_derived_sessions_can_start_not_ready(sim_factory, http) -> None:
+    sim = await sim_factory(faults=Faults(not_ready_rate=1.0, not_ready_polls=1))
+    assert sim.session(SID).not_ready_polls == 1
+    assert [(await api(http, sim))[2]["status"] for _ in range(2)] == ["call_in_progress", "success"]
+
+
+async def test_unavailable_and_failed_sessions(sim_factory, http) -> None:
+    failed = SessionSpec([MediaSpec("f.wav", 1000, 1)], [], [], v2_status="failed")
+    sim = await sim_factory(no_media_rate=1.0, sessions={"failedsession": failed})
+    assert (await api(http, sim))[2] == {"status": "media_unavailable", "recording": []}
+    assert (await api(http, sim, "recordings"))[2] == {"recording": []}
+    assert (await api(http, sim, sessionId="failedsession"))[2] == {"status": "failed", "recording": []}
+
+
+@pytest.mark.parametrize(("mode", "key"), [("space", "voicemail recording"), ("underscore", "voicemail_recording")])
+async def test_voicemail_with_transcriptions(sim_factory, http, mode, key) -> None:
+    sim = await sim_factory(voicemail_rate=1.0, voicemail_key=mode)
+    status, _, body = await api(http, sim, "voicemail", sessionId=SID, transcription="true")
+    assert status == 200 and body["status"] == "success"
+    spec = sim.session(SID)
+    (entry,) = body[key]
+    assert entry["fileName"] == f"voicemail_{SID}.wav"
+    data = (await fetch(http, entry["fileUrl"]))[2]
+    assert hashlib.sha256(data).hexdigest() == sim.media_sha256(spec.voicemails[0])
+    (record,) = body["transcriptions"]
+    assert record["sessionId"] == SID and record["botId"] == BOT and record["type"] == "incoming"
+    assert record["author"]["type"] == "VOICEMAIL" and record["lang"] == "en"
+    (component,) = record["components"]
+    assert component["cT"] == "text" and component["data"] == {"text": spec.transcript_texts[0]}
+    assert record["createdOn"].startswith("2025-02-11T13:57:42.") and record["createdOn"].endswith("Z")
+    _, _, plain = await api(http, sim, "voicemail", sessionId=SID, transcription="false")
+    assert plain["transcriptions"] == [] and len(plain[key]) == 1
+
+
+async def test_voicemail_key_alternates_per_session(sim, http) -> None:
+    keys = set()
+    for i in range(12):
+        _, _, body = await api(http, sim, "voicemail", sessionId=f"session{i}", transcription="true")
+        keys |= set(body) - {"status", "transcriptions"}
+    assert keys == {"voicemail recording", "voicemail_recording"}
+
+
+async def test_session_without_voicemail(sim_factory, http) -> None:
+    sim = await sim_factory(voicemail_rate=0.0, voicemail_key="underscore")
+    _, _, body = await api(http, sim, "voicemail", sessionId=SID, transcription="true")
+    assert body == {"status": "success", "voicemail_recording": [], "transcriptions": []}
+
+
+async def test_delete_removes_the_recordings(sim_factory, http) -> None:
+    sim = await sim_factory(voicemail_rate=1.0)
+    url = await first_url(http, sim)
+    status, _, body = await api(http, sim, "v2/recordings", method="DELETE")
+    assert (status, body) == (200, {"message": "Call recordings deleted successfully", "sessionId": SID})
+    assert sim.stats.deleted == {SID}
+    assert (await api(http, sim))[2] == {"status": "media_unavailable", "recording": []}
+    assert (await api(http, sim, "recordings"))[2] == {"recording": []}
+    assert (await fetch(http, url))[0] == 404
+    _, _, voicemail = await api(http, sim, "voicemail", sessionId=SID, transcription="false")
+    assert voicemail["status"] == "success"  # voicemails are not call recordings
+
+
+# -- faults -------------------------------------------------------------------------------
+
+
+async def big_url(sim_factory, http, size: int = 2_000_000, **faults: float) -> tuple[Simulator, str]:
+    sim = await sim_factory(min_size=size, max_size=size)
+    url = await first_url(http, sim)
+    for name, value in faults.items():
+        setattr(sim.faults, name, value)
+    return sim, url
+
+
+@pytest.mark.parametrize("fault", ["media_reset", "media_truncate"])
+async def test_broken_media_bodies(sim_factory, http, fault) -> None:
+    sim, url = await big_url(sim_factory, http, **{fault: 1.0})
+    path = urlsplit(url).path
+    for _ in range(3):
+        received = 0
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async with http.get(url) as resp:
+                assert resp.status == 200 and resp.headers["Content-Length"] == "2000000"
+                async for chunk in resp.content.iter_chunked(65536):
+                    received += len(chunk)
+        assert 0 < received < 2_000_000
+        assert sim.stats.media_ranges[path][-1] == (0, received)  # what was counted is what arrived
+    assert sim.stats.faults_injected[fault] == 3 and sim.stats.media_completions[path] == 0
+    assert sim.requests[-1].status == 200
+
+
+async def test_resume_after_reset_counts_as_one_transfer(sim_factory, http) -> None:
+    sim, url = await big_url(sim_factory, http, media_reset=1.0)
+    media = sim.session(SID).recordings[0]
+    got = bytearray()
+    with pytest.raises(aiohttp.ClientPayloadError):
+        async with http.get(url) as resp:
+            async for chunk in resp.content.iter_chunked(65536):
+                got += chunk
+    sim.faults.media_reset = 0.0
+    status, _, rest = await fetch(http, url, Range=f"bytes={len(got)}-")
+    assert status == 206
+    assert hashlib.sha256(bytes(got) + rest).hexdigest() == sim.media_sha256(media)
+    path = urlsplit(url).path
+    assert sim.stats.full_transfers(path, media.size) == 1 and sim.stats.redundant_bytes(path) == 0
+    await fetch(http, url)
+    assert sim.stats.full_transfers(path, media.size) == 2
+    assert sim.stats.redundant_bytes(path) == media.size
+
+
+async def test_wrong_resume_offset_changes_the_hash(sim_factory, http) -> None:
+    sim, url = await big_url(sim_factory, http, size=300_000)
+    media = sim.session(SID).recordings[0]
+    head = (await fetch(http, url, Range="bytes=0-99999"))[2]
+    tail = (await fetch(http, url, Range="bytes=99999-"))[2]  # one byte off
+    assert hashlib.sha256(head + tail[1:]).hexdigest() == sim.media_sha256(media)
+    assert hashlib.sha256(head + tail[:-1]).hexdigest() != sim.media_sha256(media)
+
+
+async def test_ignore_range(sim_factory, http) -> None:
+    sim, url = await big_url(sim_factory, http, size=100_000, ignore_range=1.0)
+    status, headers, data = await fetch(http, url, Range="bytes=500-")
+    assert status == 200 and len(data) == 100_000 and "Content-Range" not in headers
+    assert sim.stats.faults_injected["ignore_range"] == 1
+
+
+async def test_slow_body(sim_factory, http) -> None:
+    sim, url = await big_url(sim_factory, http, size=40 * 1024, slow_body=1.0, slow_body_delay=0.05)
+    started = time.monotonic()
+    status, _, data = await fetch(http, url)
+    assert status == 200 and len(data) == 40 * 1024
+    assert time.monotonic() - started >= 0.9 * 4 * 0.05  # five 8 KiB pieces, four gaps (timers may fire early)
+
+
+async def test_media_5xx(sim_factory, http) -> None:
+    sim, url = await big_url(sim_factory, http, size=1000, media_5xx=1.0)
+    statuses = {(await fetch(http, url))[0] for _ in range(12)}
+    assert statuses <= {500, 502, 503} and len(statuses) > 1
+    assert sim.stats.faults_injected["media_5xx"] == 12
+
+
+async def test_api_5xx_and_injected_429(sim, http) -> None:
+    sim.faults.api_5xx = 1.0
+    assert (await api(http, sim))[0] in {500, 502, 503}
+    sim.faults.api_5xx, sim.faults.api_429 = 0.0, 1.0
+    status, headers, body = await api(http, sim)
+    assert (status, body) == (429, {"errors": [{"msg": RATE_MSG, "code": 429}]}) and headers["Retry-After"] == "1"
+    sim.config.retry_after_header = False
+    assert "Retry-After" not in (await api(http, sim))[1]
+    assert sim.stats.rate_limited == 2 and sim.stats.faults_injected["api_429"] == 2
+
+
+async def test_api_reset_breaks_the_v1_body(sim_factory, http) -> None:
+    sim = await sim_factory(min_size=500_000, max_size=500_000, faults=Faults(api_reset=1.0))
+    with pytest.raises((aiohttp.ClientPayloadError, aiohttp.ClientConnectionError)):
+        async with http.get(
+            f"{sim.api_url}/api/public/bot/{BOT}/recordings", params={"sessionId": SID}, headers={"auth": token()}
+        ) as resp:
+            await resp.read()
+    assert sim.stats.faults_injected["api_reset"] == 1
+
+
+async def test_latency(sim_factory, http) -> None:
+    sim = await sim_factory(api_latency=0.1)
+    started = time.monotonic()
+    await api(http, sim)
+    assert time.monotonic() - started >= 0.09  # asyncio timers may fire a little early
+
+
+async def test_faults_are_deterministic_per_seed(sim_factory, http) -> None:
+    outcomes = []
+    for _ in range(2):
+        sim = await sim_factory(seed=7, faults=Faults(api_5xx=0.5))
+        outcomes.append([(await api(http, sim))[0] for _ in range(10)])
+    assert outcomes[0] == outcomes[1] and len(set(outcomes[0])) > 1
+
+
+# -- content and determinism ----------------------------------------------------------------
+
+
+def test_specs_and_content_are_deterministic() -> None:
+    a, b, c = Simulator(SimConfig(seed=3)), Simulator(SimConfig(seed=3)), Simulator(SimConfig(seed=4))
+    ids = [SID, "anything-at-all", "x"]
+    assert [a.session(i) for i in ids] == [b.session(i) for i in ids]
+    assert [a.session(i) for i in ids] != [c.session(i) for i in ids]
+    media = a.session(SID).recordings[0]
+    assert a.media_sha256(media) == b.media_sha256(b.session(SID).recordings[0])
+    assert a.user_sessions("bob") == b.user_sessions("bob") != c.user_sessions("bob")
+    assert 4096 <= media.size <= 65536
+
+
+def test_derived_rates() -> None:
+    sim = Simulator(SimConfig(voicemail_rate=0.5))
+    specs = [sim.session(f"s{i}") for i in range(200)]
+    with_vm = [s for s in specs if s.voicemails]
+    assert 60 < len(with_vm) < 140
+    assert all(len(s.transcript_texts) == 1 and s.transcript_texts[0].endswith(".") for s in with_vm)
+    assert all(s.recordings and not s.not_ready_polls for s in specs)
+
+
+def test_wav_header_is_valid() -> None:
+    media = MediaSpec("x.wav", 20_044, 5)
+    with wave.open(io.BytesIO(content.read(media)), "rb") as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 8000)
+        assert wav.getnframes() == 10_000
+
+
+def test_blocks_differ_within_and_between_files() -> None:
+    a, b = MediaSpec("a", 4 * content.BLOCK, 1), MediaSpec("b", 4 * content.BLOCK, 2)
+    blocks = [content.read(m, i * content.BLOCK, (i + 1) * content.BLOCK) for m in (a, b) for i in range(4)]
+    assert len(set(blocks)) == 8
+
+
+def test_gigabyte_ranges_are_generated_on_demand() -> None:
+    media = MediaSpec("huge.wav", 1 << 30, 99)
+    started = time.monotonic()
+    tail = content.read(media, media.size - 3_000_000)
+    assert len(tail) == 3_000_000 and time.monotonic() - started < 0.5
+    assert content.read(media, media.size - 1_000_000) == tail[-1_000_000:]
+    assert b"".join(content.iter_range(media, media.size - 3_000_000, media.size, 700_001)) == tail
+    assert content.read(media, 0, 44) == content.wav_header(1 << 30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.integers(44, 300_000), data=st.data())
+def test_any_range_is_a_slice_of_the_whole(size: int, data: st.DataObject) -> None:
+    media = MediaSpec("p.wav", size, size * 31)
+    start = data.draw(st.integers(0, size))
+    end = data.draw(st.integers(start, size))
+    assert content.read(media, start, end) == content.read(media)[start:end]
+
+
+def test_full_transfer_accounting() -> None:
+    stats = SimStats()
+    path = "/f.wav"
+    for span in [(0, 40), (40, 100)]:
+        stats.media_ranges.setdefault(path, []).append(span)
+        stats.media_bytes_served[path] += span[1] - span[0]
+    assert stats.full_transfers(path, 100) == 1 and stats.redundant_bytes(path) == 0
+    stats.media_ranges[path].append((30, 60))
+    stats.media_bytes_served[path] += 30
+    assert stats.full_transfers(path, 100) == 1 and stats.redundant_bytes(path) == 30
+    assert stats.full_transfers(path, 120) == 0 and stats.full_transfers("/other", 10) == 0
+
+
+# -- lifecycle -------------------------------------------------------------------------------
+
+
+async def test_serve_runs_until_cancelled(http) -> None:
+    started: asyncio.Future[Simulator] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(SimConfig(), ready=started.set_result))
+    sim = await asyncio.wait_for(started, 5)
+    assert (await api(http, sim))[0] == 200
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await api(http, sim)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "example.com", "::"])
+async def test_only_loopback_binds(host) -> None:
+    with pytest.raises(ValueError):
+        await serve(SimConfig(), host=host)
+    with pytest.raises(ValueError):
+        Simulator(SimConfig(), host=host)
+
+
+async def test_context_manager_and_double_close() -> None:
+    async with Simulator(SimConfig()) as sim:
+        assert sim.api_url.startswith("http://127.0.0.1:") and sim.media_url.startswith("http://127.0.0.1:")
+    await sim.close()
