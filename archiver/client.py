@@ -180,8 +180,17 @@ class KoreClient:
         return "sessionId" if id_type == SESSION else "userId"
 
     async def _json_call(
-        self, endpoint: str, method: str, path: str, params: dict[str, str], *, retry: bool = True
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        *,
+        retry: bool = True,
+        body: dict[str, Any] | None = None,
+        limiter: RateLimiter | None = None,
     ) -> dict[str, Any]:
+        """One JSON call; ``body`` is sent as JSON, ``limiter`` replaces the Contact Center budget."""
         async def handle(resp: aiohttp.ClientResponse) -> dict[str, Any]:
             _require_json(resp, endpoint)
             body = await _read_capped(resp, MAX_JSON_BODY, endpoint)
@@ -193,7 +202,7 @@ class KoreClient:
                 raise ProtocolError(f"{endpoint}: the answer is not a JSON object")
             return data
 
-        return await self._call(endpoint, method, path, params, handle, retry=retry)
+        return await self._call(endpoint, method, path, params, handle, retry=retry, body=body, limiter=limiter)
 
     async def _call(
         self,
@@ -204,9 +213,11 @@ class KoreClient:
         handle: Callable[[aiohttp.ClientResponse], Awaitable[T]],
         *,
         retry: bool = True,
+        body: dict[str, Any] | None = None,
+        limiter: RateLimiter | None = None,
     ) -> T:
         async def attempt() -> T:
-            return await self._attempt(endpoint, method, path, params, handle)
+            return await self._attempt(endpoint, method, path, params, handle, body, limiter or self.limiter)
 
         if not retry:
             return await attempt()
@@ -227,14 +238,16 @@ class KoreClient:
         path: str,
         params: dict[str, str],
         handle: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+        body: dict[str, Any] | None,
+        limiter: RateLimiter,
     ) -> T:
         url = self._base.with_path(self._base.path + path).with_query(params)
         for signed_again in (False, True):
-            await self.limiter.acquire()
+            await limiter.acquire()
             try:
                 async with self.http.request(
                     method, url, headers={"auth": self.signer.token(), "Accept": "application/json"},
-                    allow_redirects=False,
+                    json=body, allow_redirects=False,
                 ) as resp:
                     self.metrics.api_calls.labels(endpoint, str(resp.status)).inc()
                     if resp.status == 401 and not signed_again:
@@ -243,7 +256,7 @@ class KoreClient:
                         self.signer.invalidate()
                         continue
                     if resp.status != 200:
-                        await self._raise_for_status(endpoint, resp)
+                        await self._raise_for_status(endpoint, resp, limiter)
                     return await handle(resp)
             except ArchiverError:
                 raise
@@ -251,7 +264,7 @@ class KoreClient:
                 raise _translate(exc, endpoint) from exc
         raise AssertionError("unreachable")
 
-    async def _raise_for_status(self, endpoint: str, resp: aiohttp.ClientResponse) -> None:
+    async def _raise_for_status(self, endpoint: str, resp: aiohttp.ClientResponse, limiter: RateLimiter) -> None:
         status = resp.status
         try:
             body = await _read_capped(resp, 64 * 1024, endpoint)
@@ -262,8 +275,8 @@ class KoreClient:
             self.metrics.rate_limited.inc()
             delay = parse_retry_after(resp.headers.get("Retry-After"))
             # Without Retry-After the only safe assumption is that the window is full now.
-            delay = self.kore.rate_window if delay is None else delay
-            self.limiter.pause(delay)
+            delay = limiter.window if delay is None else delay
+            limiter.pause(delay)
             raise RateLimited(message, retry_after=delay, status=status)
         if status == 401:
             raise AuthError(message, status=status)

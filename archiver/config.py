@@ -61,6 +61,7 @@ class KoreConfig:
     recordings_api: str = "v2"
     fetch_recordings: bool = True
     fetch_voicemail: bool = True
+    fetch_transcripts: bool = False
     jti_per_request: bool = False
     token_ttl: float = 55 * 60.0
     requests_per_minute: int = 60
@@ -115,6 +116,32 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class DiscoveryConfig:
+    enabled: bool = False
+    interval: float = 900.0
+    window: float = 86400.0
+    overlap: float = 7200.0
+    lookback: float = 86400.0
+    page_size: int = 100
+    requests_per_minute: int = 60
+    requests_per_hour: int = 1800
+    channel: str = "korevg"
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    sample_interval: float = 0.0
+    sample_size: int = 20
+
+
+@dataclass(frozen=True)
+class DeleteConfig:
+    enabled: bool = False
+    dry_run: bool = False
+    audit_log: str = ""
+
+
+@dataclass(frozen=True)
 class ObservabilityConfig:
     log_format: str = "auto"
     log_level: str = "INFO"
@@ -128,6 +155,9 @@ class Config:
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    delete: DeleteConfig = field(default_factory=DeleteConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     source: str = ""  # where it was loaded from, for messages
 
@@ -138,6 +168,9 @@ SECTIONS: dict[str, type] = {
     "archive": ArchiveConfig,
     "http": HttpConfig,
     "daemon": DaemonConfig,
+    "discovery": DiscoveryConfig,
+    "verify": VerifyConfig,
+    "delete": DeleteConfig,
     "observability": ObservabilityConfig,
 }
 
@@ -146,7 +179,8 @@ DURATIONS = {
     "kore.token_ttl", "kore.rate_window", "http.connect_timeout", "http.read_timeout",
     "http.backoff_initial", "http.backoff_max", "daemon.inbox_scan_interval",
     "daemon.inbox_settle_time", "daemon.sweep_interval", "daemon.grace_period",
-    "daemon.defer_delay", "daemon.not_ready_timeout",
+    "daemon.defer_delay", "daemon.not_ready_timeout", "discovery.interval", "discovery.window",
+    "discovery.overlap", "discovery.lookback", "verify.sample_interval",
 }
 SIZES = {"media.max_file_size", "media.chunk_size", "archive.min_free_space", "daemon.inbox_max_file_size"}
 
@@ -391,6 +425,19 @@ def validate(config: Config, *, need_credentials: bool = True) -> None:
         raise ConfigError("daemon.max_attempts", "must be at least 1")
     if daemon.window:
         _validate_window(daemon.window)
+    discovery = config.discovery
+    if not 3600 <= discovery.window < 7 * 86400:
+        raise ConfigError("discovery.window", "must be at least 1h and under 7d (the getSessions limit)")
+    if discovery.overlap >= discovery.window:
+        raise ConfigError("discovery.overlap", "must be shorter than discovery.window")
+    if discovery.enabled and discovery.interval < 60:
+        raise ConfigError("discovery.interval", "must be at least 1m")
+    if not 1 <= discovery.page_size <= 10000:
+        raise ConfigError("discovery.page_size", "must be between 1 and 10000")
+    if discovery.requests_per_minute < 1 or discovery.requests_per_hour < 1:
+        raise ConfigError("discovery.requests_per_hour", "rate budgets must be at least 1")
+    if config.verify.sample_size < 0:
+        raise ConfigError("verify.sample_size", "must not be negative")
     obs = config.observability
     if obs.log_format not in {"auto", "json", "text"}:
         raise ConfigError("observability.log_format", "expected 'auto', 'json' or 'text'")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -27,6 +28,8 @@ from .store import Job, JobStore
 from .window import Window
 
 log = logging.getLogger("archiver.worker")
+# How often a paused pool looks at the disk again.
+DISK_RECHECK = 5.0
 
 
 @dataclass
@@ -96,6 +99,11 @@ class WorkerPool:
     async def _worker(self, number: int, stopping: asyncio.Event, burst: bool) -> None:
         while not stopping.is_set():
             pause = self._pause_for()
+            if pause and burst:
+                # A one-shot run does not sit out a closed window or a full disk: the jobs
+                # stay queued for the next run, and the exit code says so.
+                self.wake.set()
+                return
             job = None if pause else self._claim()
             if job is None:
                 if burst and self._drained():
@@ -111,7 +119,29 @@ class WorkerPool:
         now = self.clock()
         if now < self.disk_paused_until:
             return self.disk_paused_until - now
+        if self._below_free_space():
+            self.disk_paused_until = now + DISK_RECHECK
+            return DISK_RECHECK
         return self.window.seconds_until_open(now)
+
+    def _below_free_space(self) -> bool:
+        """The free-space guard: pause (and say so once) below archive.min_free_space."""
+        minimum = self.config.archive.min_free_space
+        if not minimum:
+            return False
+        try:
+            free = shutil.disk_usage(self.config.archive.root).free
+        except OSError:
+            return False
+        if free >= minimum:
+            if self._disk_warned:
+                log.info("free space is back (%d bytes): archiving resumes", free)
+                self._disk_warned = False
+            return False
+        if not self._disk_warned:
+            log.error("archive has %d bytes free, below archive.min_free_space (%d): pausing", free, minimum)
+            self._disk_warned = True
+        return True
 
     def _claim(self) -> Job | None:
         jobs = self.store.claim(1, now=self.clock())
@@ -194,7 +224,7 @@ class WorkerPool:
         elif outcome == "disk_full":
             # Not the session's fault: give the attempt back and pause every worker.
             self.store.release(job.id)
-            self.disk_paused_until = now + min(60.0, daemon.sweep_interval)
+            self.disk_paused_until = now + DISK_RECHECK
             if not self._disk_warned:
                 log.error("archive disk full, pausing downloads until space returns: %s", reason)
                 self._disk_warned = True

@@ -1,0 +1,607 @@
+"""The durable job queue: one SQLite row per session (or user) to archive.
+
+The store is a single file, ``<state_dir>/jobs.sqlite3``, in WAL mode so that the operator's
+commands (``archiver status``, ``enqueue``, ``retry``) can read and write it while the daemon
+runs. Every write is one short ``BEGIN IMMEDIATE`` transaction; readers never block writers.
+
+A job moves through these states::
+
+    enqueue ──> pending ──claim──> running ──complete──> done
+                 ^  ^                 │
+                 │  ├── retry_later ──┤  transient error: due again later
+                 │  └── release ──────┤  shutdown: the attempt does not count
+                 │                    ├── defer ──> deferred ──(due)──> claimed again
+                 │                    └── fail ───> failed
+                 └── recover_running (at start), retry, enqueue(force=True)
+
+Memory does not depend on the queue length: ``enqueue`` consumes its input in batches, one
+transaction per batch, and ``iter_jobs`` pages through the table. Every query the workers and
+the status command make is served by an index (see ``_SCHEMA``), so a million rows cost
+milliseconds, not seconds.
+
+One ``JobStore`` holds one connection guarded by a lock, so it may be shared by the threads of
+one process (``asyncio.to_thread``); other processes open their own ``JobStore`` on the same
+file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, NamedTuple, Self
+
+from . import ids
+from .errors import ConfigError, UnsafeInputError
+
+PENDING, RUNNING, DONE, DEFERRED, FAILED = "pending", "running", "done", "deferred", "failed"
+STATES = (PENDING, RUNNING, DONE, DEFERRED, FAILED)
+PARTS = frozenset({"recordings", "voicemail"})
+ID_TYPES = frozenset({ids.SESSION, ids.USER})
+
+FILE_NAME = "jobs.sqlite3"
+SCHEMA_VERSION = 1
+
+CACHE_KIB = 32 * 1024
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+# Rows per transaction when a bulk operation (retry of every failed job, say) touches many rows:
+# short transactions keep the daemon's workers from waiting on the operator's command.
+_CHUNK = 10_000
+# Ids per "IN (...)" list; well under SQLite's historical limit of 999 parameters.
+_IN_CHUNK = 500
+
+# Statements separated by ";" (no ";" inside them, comments included).
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS jobs (
+    id                INTEGER PRIMARY KEY,
+    id_type           TEXT    NOT NULL,
+    ext_id            TEXT    NOT NULL,
+    wants             TEXT    NOT NULL DEFAULT '',   -- comma-separated parts, '' = config defaults
+    parts_done        TEXT    NOT NULL DEFAULT '',   -- comma-separated parts already archived
+    state             TEXT    NOT NULL,
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    not_before        REAL    NOT NULL,
+    last_error        TEXT,
+    created_at        REAL    NOT NULL,
+    updated_at        REAL    NOT NULL,
+    first_deferred_at REAL,
+    force             INTEGER NOT NULL DEFAULT 0,    -- 1: fetch again even what is archived
+    -- ext_id first: "archiver retry ID..." looks rows up by ext_id alone.
+    UNIQUE (ext_id, id_type)
+);
+-- claim() and next_due(): due jobs in not_before order. Partial, so finished jobs cost nothing.
+-- Those queries name it (INDEXED BY): without statistics the planner would rather take
+-- jobs_state and sort every pending row.
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (not_before)
+    WHERE state IN ('{PENDING}', '{DEFERRED}');
+-- counts() (a covering scan), the oldest pending job, retry --failed/--deferred.
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created_at);
+-- status(): the most recent errors.
+CREATE INDEX IF NOT EXISTS jobs_errors ON jobs (updated_at) WHERE last_error IS NOT NULL;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+_COLUMNS = (
+    "id, id_type, ext_id, wants, parts_done, state, attempts, not_before, last_error,"
+    " created_at, updated_at, first_deferred_at, force"
+)
+_DUE = f"state IN ('{PENDING}', '{DEFERRED}')"
+
+# The queries that run against the whole queue, named so that tests can check their plans.
+CLAIM_SQL = (
+    f"SELECT {_COLUMNS} FROM jobs INDEXED BY jobs_due WHERE {_DUE} AND not_before <= ? ORDER BY not_before, id LIMIT ?"
+)
+NEXT_DUE_SQL = f"SELECT MIN(not_before) FROM jobs INDEXED BY jobs_due WHERE {_DUE}"
+COUNTS_SQL = "SELECT state, COUNT(*) FROM jobs GROUP BY state"
+OLDEST_PENDING_SQL = f"SELECT MIN(created_at) FROM jobs WHERE state = '{PENDING}'"
+RECENT_ERRORS_SQL = (
+    "SELECT ext_id, state, last_error, updated_at FROM jobs"
+    " WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT ?"
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of the queue, as it was when read."""
+
+    id: int
+    id_type: str
+    ext_id: str
+    wants: frozenset[str]
+    parts_done: frozenset[str]
+    state: str
+    attempts: int
+    not_before: float
+    last_error: str | None
+    created_at: float
+    updated_at: float
+    first_deferred_at: float | None
+    force: bool = False  # enqueued with force: archive again, replacing what is on disk
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    """What ``enqueue`` did; ``added + requeued + skipped`` is the number of items given."""
+
+    added: int
+    requeued: int
+    skipped: int
+
+
+class RecentError(NamedTuple):
+    """A job whose last attempt left an error, for ``archiver status``."""
+
+    ext_id: str
+    state: str
+    last_error: str
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    """A consistent snapshot of the queue for ``archiver status``."""
+
+    counts: dict[str, int]
+    total: int
+    oldest_pending_at: float | None
+    recent_errors: list[RecentError]
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (for ``archiver status --json``)."""
+        data = asdict(self)
+        data["recent_errors"] = [e._asdict() for e in self.recent_errors]
+        return data
+
+
+def _encode_parts(parts: Iterable[str]) -> str:
+    parts = frozenset(parts)
+    unknown = parts - PARTS
+    if unknown:
+        raise ValueError(f"unknown parts {sorted(unknown)}; known: {sorted(PARTS)}")
+    return ",".join(sorted(parts))
+
+
+def _decode_parts(text: str) -> frozenset[str]:
+    return frozenset(text.split(",")) if text else frozenset()
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    return Job(
+        id=row[0],
+        id_type=row[1],
+        ext_id=row[2],
+        wants=_decode_parts(row[3]),
+        parts_done=_decode_parts(row[4]),
+        state=row[5],
+        attempts=row[6],
+        not_before=row[7],
+        last_error=row[8],
+        created_at=row[9],
+        updated_at=row[10],
+        first_deferred_at=row[11],
+        force=bool(row[12]),
+    )
+
+
+def _checked_key(item: tuple[str, str]) -> tuple[str, str]:
+    id_type, ext_id = item
+    if id_type not in ID_TYPES:
+        raise ValueError(f"unknown id type {id_type!r}")
+    problem = ids.id_problem(id_type, ext_id)
+    if problem is not None:
+        raise UnsafeInputError(f"invalid {id_type} id {ext_id[:80]!r}: {problem}")
+    return id_type, ext_id
+
+
+def _now(now: float | None) -> float:
+    return time.time() if now is None else now
+
+
+class JobStore:
+    """The job queue in one SQLite file; safe to share between threads and processes."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        # isolation_level=None: transactions are begun and ended explicitly below, so that a
+        # write always takes the write lock up front (BEGIN IMMEDIATE) and cannot deadlock
+        # upgrading a read lock while another process writes.
+        self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+        try:
+            self._setup()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @classmethod
+    def open_in(cls, state_dir: str | os.PathLike[str], **kwargs: Any) -> JobStore:
+        """Open (creating if needed) the store of a state directory."""
+        return cls(Path(state_dir) / FILE_NAME, **kwargs)
+
+    def _setup(self) -> None:
+        mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            # WAL needs shared memory between processes: it does not work on network file
+            # systems, and without it the CLI would block the daemon (and the other way round).
+            raise ConfigError(
+                "daemon.state_dir", f"the job store cannot use WAL mode there (got {mode!r}); use a local file system"
+            )
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        # A bulk enqueue inserts ids in random order into the ext_id index, dirtying pages all
+        # over it; a cache that holds a batch's worth of them means each is written once per
+        # transaction instead of being spilled and rewritten. A fixed bound, whatever the
+        # queue length.
+        self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        # A large enqueue grows the WAL; give the space back after each checkpoint.
+        self._conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        # Two processes may open a new file at once: the write lock makes one create the schema.
+        with self._write() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ConfigError(
+                    "daemon.state_dir",
+                    f"the job store has schema version {version}; this archiver knows up to {SCHEMA_VERSION}",
+                )
+            # Statement by statement: executescript() would commit the transaction first.
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            if version < SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close the connection; further calls raise ``sqlite3.ProgrammingError``."""
+        with self._lock:
+            try:
+                self._conn.execute("PRAGMA optimize")
+            except sqlite3.Error:
+                pass
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions ---------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction, holding the database's write lock from the start."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            finally:
+                # After an error (in the body or in COMMIT itself, say a full disk) the
+                # connection must not be left inside a transaction; SQLite may already have
+                # rolled it back.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees the same snapshot."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.execute("COMMIT")
+
+    def _update_one(self, job_id: int, assignments: str, **params: Any) -> None:
+        with self._write() as conn:
+            cursor = conn.execute(f"UPDATE jobs SET {assignments} WHERE id = :job_id", {"job_id": job_id, **params})
+            if cursor.rowcount == 0:
+                raise KeyError(f"no job with id {job_id}")
+
+    # -- enqueue ----------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        items: Iterable[tuple[str, str]],
+        *,
+        wants: frozenset[str] = frozenset(),
+        force: bool = False,
+        requeue_failed: bool = False,
+        batch: int = 10_000,
+        now: float | None = None,
+    ) -> EnqueueResult:
+        """Queue ``(id_type, ext_id)`` items; idempotent.
+
+        New ids become pending jobs wanting ``wants``. Known ids are left as they are, except:
+
+        - ``force=True`` marks jobs to be archived again, replacing what is on disk: done,
+          failed and deferred rows go back to pending (counted as requeued) with nothing
+          marked done and ``wants`` replaced; pending rows only get the mark (counted as
+          skipped); new rows get it too. Running rows are left alone.
+        - ``requeue_failed=True`` puts failed rows back to pending, keeping the parts already
+          archived.
+
+        Items are read lazily, ``batch`` at a time, each batch committed in its own
+        transaction; an invalid id raises ``UnsafeInputError`` before its batch is written.
+        """
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        wants_text = _encode_parts(wants)
+        requeue_states = (DONE, FAILED, DEFERRED) if force else (FAILED,) if requeue_failed else ()
+        added = requeued = skipped = 0
+        iterator = iter(items)
+        while chunk := list(itertools.islice(iterator, batch)):
+            # The chunk is read (which may mean parsing a file) before the write lock is taken.
+            keys = [_checked_key(item) for item in chunk]
+            new, again = self._enqueue_batch(keys, wants_text, requeue_states, force, _now(now))
+            added += new
+            requeued += again
+            skipped += len(keys) - new - again
+        return EnqueueResult(added=added, requeued=requeued, skipped=skipped)
+
+    def _enqueue_batch(
+        self,
+        keys: list[tuple[str, str]],
+        wants_text: str,
+        requeue_states: tuple[str, ...],
+        force: bool,
+        now: float,
+    ) -> tuple[int, int]:
+        with self._lock:
+            # An enqueue is a promise to the operator (and the inbox moves its file away once
+            # the ids are committed), so it must survive a power cut: synchronous=FULL makes
+            # this commit fsync the WAL. Worker transitions stay at NORMAL; losing one of
+            # those only repeats work.
+            self._conn.execute("PRAGMA synchronous=FULL")
+            try:
+                with self._write() as conn:
+                    requeued = self._requeue_batch(conn, keys, wants_text, requeue_states, force, now)
+                    before = conn.total_changes
+                    conn.executemany(
+                        "INSERT INTO jobs (id_type, ext_id, wants, parts_done, state, attempts,"
+                        " not_before, created_at, updated_at, force)"
+                        f" VALUES (?, ?, ?, '', '{PENDING}', 0, ?, ?, ?, ?)"
+                        " ON CONFLICT (ext_id, id_type) DO NOTHING",
+                        ((id_type, ext_id, wants_text, now, now, now, force) for id_type, ext_id in keys),
+                    )
+                    added = conn.total_changes - before
+            finally:
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+        return added, requeued
+
+    @staticmethod
+    def _requeue_batch(
+        conn: sqlite3.Connection,
+        keys: list[tuple[str, str]],
+        wants_text: str,
+        states: tuple[str, ...],
+        force: bool,
+        now: float,
+    ) -> int:
+        if not states:
+            return 0
+        if force:
+            conn.executemany(
+                f"UPDATE jobs SET force = 1 WHERE ext_id = ? AND id_type = ? AND state = '{PENDING}'",
+                ((e, t) for t, e in keys),
+            )
+        # A forced job starts over: every part is fetched again, for the new ``wants``.
+        fresh = ", parts_done = '', wants = :wants, last_error = NULL, force = 1" if force else ""
+        placeholders = ", ".join(f"'{s}'" for s in states)
+        before = conn.total_changes
+        conn.executemany(
+            f"UPDATE jobs SET state = '{PENDING}', attempts = 0, not_before = :now, updated_at = :now,"
+            f" first_deferred_at = NULL{fresh}"
+            f" WHERE ext_id = :ext_id AND id_type = :id_type AND state IN ({placeholders})",
+            ({"now": now, "wants": wants_text, "ext_id": e, "id_type": t} for t, e in keys),
+        )
+        return conn.total_changes - before
+
+    # -- the worker's side ------------------------------------------------------------------
+
+    def claim(self, limit: int = 1, *, now: float | None = None) -> list[Job]:
+        """Move up to ``limit`` due jobs to running (attempts + 1), oldest ``not_before`` first."""
+        now = _now(now)
+        with self._write() as conn:
+            rows = conn.execute(CLAIM_SQL, (now, limit)).fetchall()
+            conn.executemany(
+                f"UPDATE jobs SET state = '{RUNNING}', attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                ((now, row[0]) for row in rows),
+            )
+        return [replace(_job(row), state=RUNNING, attempts=row[6] + 1, updated_at=now) for row in rows]
+
+    def mark_part_done(self, job_id: int, part: str, *, now: float | None = None) -> None:
+        """Record that ``part`` of a job is archived, so a later attempt does not fetch it again."""
+        _encode_parts((part,))
+        with self._write() as conn:
+            row = conn.execute("SELECT parts_done FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no job with id {job_id}")
+            parts = _encode_parts(_decode_parts(row[0]) | {part})
+            conn.execute("UPDATE jobs SET parts_done = ?, updated_at = ? WHERE id = ?", (parts, _now(now), job_id))
+
+    def complete(self, job_id: int, *, now: float | None = None) -> None:
+        """The job is archived: done, with its last error (and any force mark) cleared."""
+        self._update_one(job_id, f"state = '{DONE}', last_error = NULL, force = 0, updated_at = :now", now=_now(now))
+
+    def defer(self, job_id: int, until: float, reason: str, *, now: float | None = None) -> None:
+        """The media is not ready yet: try again at ``until``; remembers when this first happened."""
+        self._update_one(
+            job_id,
+            f"state = '{DEFERRED}', not_before = :until, last_error = :reason, updated_at = :now,"
+            " first_deferred_at = COALESCE(first_deferred_at, :now)",
+            until=until,
+            reason=reason,
+            now=_now(now),
+        )
+
+    def retry_later(self, job_id: int, until: float, reason: str, *, now: float | None = None) -> None:
+        """A transient failure: back to pending, due at ``until``."""
+        self._update_one(
+            job_id,
+            f"state = '{PENDING}', not_before = :until, last_error = :reason, updated_at = :now",
+            until=until,
+            reason=reason,
+            now=_now(now),
+        )
+
+    def release(self, job_id: int, *, now: float | None = None) -> None:
+        """Give a claimed job back untouched (shutdown): pending, and the attempt does not count."""
+        self._update_one(
+            job_id,
+            f"state = '{PENDING}', attempts = MAX(attempts - 1, 0), updated_at = :now",
+            now=_now(now),
+        )
+
+    def fail(self, job_id: int, reason: str, *, now: float | None = None) -> None:
+        """Retrying cannot help (or attempts are used up): failed, with the reason."""
+        self._update_one(
+            job_id, f"state = '{FAILED}', last_error = :reason, updated_at = :now", reason=reason, now=_now(now)
+        )
+
+    def recover_running(self, *, now: float | None = None) -> int:
+        """At start: jobs a crashed run left running go back to pending; returns how many.
+
+        Their attempt still counts, so a session that crashes the daemon every time it is
+        fetched ends up failed instead of taking the daemon down forever.
+        """
+        with self._write() as conn:
+            cursor = conn.execute(
+                f"UPDATE jobs SET state = '{PENDING}', updated_at = ? WHERE state = '{RUNNING}'", (_now(now),)
+            )
+            return cursor.rowcount
+
+    # -- the operator's side ----------------------------------------------------------------
+
+    def retry(
+        self,
+        *,
+        failed: bool = False,
+        deferred: bool = False,
+        ext_ids: Sequence[str] = (),
+        now: float | None = None,
+    ) -> int:
+        """Make jobs due now with their attempts reset; returns how many rows changed.
+
+        ``failed``/``deferred`` select every row in that state; ``ext_ids`` selects rows of
+        those ids (of either type) that are failed, deferred or pending. Done and running
+        rows are never touched (``enqueue(force=True)`` fetches a done session again). Parts
+        already archived stay recorded, so they are not fetched again.
+        """
+        now = _now(now)
+        reset = (
+            f"UPDATE jobs SET state = '{PENDING}', attempts = 0, not_before = ?1, updated_at = ?1,"
+            " first_deferred_at = NULL"
+        )
+        changed = 0
+        for state, wanted in ((FAILED, failed), (DEFERRED, deferred)):
+            while wanted:
+                with self._write() as conn:
+                    cursor = conn.execute(
+                        f"{reset} WHERE id IN (SELECT id FROM jobs WHERE state = ?2 LIMIT {_CHUNK})",
+                        (now, state),
+                    )
+                changed += cursor.rowcount
+                wanted = cursor.rowcount > 0
+        for start in range(0, len(ext_ids), _IN_CHUNK):
+            chunk = list(ext_ids[start : start + _IN_CHUNK])
+            marks = ", ".join(f"?{i}" for i in range(2, len(chunk) + 2))
+            with self._write() as conn:
+                cursor = conn.execute(
+                    f"{reset} WHERE ext_id IN ({marks}) AND state IN ('{FAILED}', '{DEFERRED}', '{PENDING}')",
+                    (now, *chunk),
+                )
+            changed += cursor.rowcount
+        return changed
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per state; every state is a key."""
+        with self._lock:
+            return self._counts(self._conn)
+
+    @staticmethod
+    def _counts(conn: sqlite3.Connection) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        for state, count in conn.execute(COUNTS_SQL):
+            counts[state] = count
+        return counts
+
+    def next_due(self) -> float | None:
+        """The earliest ``not_before`` of a pending or deferred job (when the sweeper should look)."""
+        with self._lock:
+            return self._conn.execute(NEXT_DUE_SQL).fetchone()[0]
+
+    def get(self, id_type: str, ext_id: str) -> Job | None:
+        """The job of one id, or None."""
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE ext_id = ? AND id_type = ?", (ext_id, id_type)
+            ).fetchone()
+        return None if row is None else _job(row)
+
+    def get_job(self, job_id: int) -> Job | None:
+        """The job with this row id, or None."""
+        with self._lock:
+            row = self._conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _job(row)
+
+    def status(self, *, recent: int = 10) -> StoreStatus:
+        """Counts by state, the oldest pending job's age and the latest errors, in one snapshot."""
+        with self._read() as conn:
+            counts = self._counts(conn)
+            oldest = conn.execute(OLDEST_PENDING_SQL).fetchone()[0]
+            errors = [RecentError(*row) for row in conn.execute(RECENT_ERRORS_SQL, (recent,))]
+        return StoreStatus(counts=counts, total=sum(counts.values()), oldest_pending_at=oldest, recent_errors=errors)
+
+    def iter_jobs(self, state: str | None = None, *, page: int = 1000) -> Iterator[Job]:
+        """Every job (or those in ``state``) in row order, read a page at a time.
+
+        Not a snapshot: rows changed while the iteration runs may be seen in either state.
+        """
+        # "+state" keeps SQLite walking the table in rowid order instead of the state index,
+        # so each page continues where the last one stopped and the whole walk is linear.
+        where = "id > ?" if state is None else "id > ? AND +state = ?"
+        last = 0
+        while True:
+            params: tuple[Any, ...] = (last,) if state is None else (last, state)
+            with self._lock:
+                rows = self._conn.execute(
+                    f"SELECT {_COLUMNS} FROM jobs WHERE {where} ORDER BY id LIMIT {int(page)}", params
+                ).fetchall()
+            for row in rows:
+                yield _job(row)
+            if len(rows) < page:
+                return
+            last = rows[-1][0]
+
+    # -- metadata and maintenance -----------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        """A value of the key/value table (discovery watermarks and the like), or None."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a value of the key/value table."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def integrity_check(self) -> str:
+        """SQLite's own check of the file; ``"ok"`` when healthy."""
+        with self._lock:
+            return "\n".join(row[0] for row in self._conn.execute("PRAGMA integrity_check"))
