@@ -15,7 +15,7 @@ from .config import Config, load_config
 from .simulator import Simulator, SimConfig
 
 DEMO_SECRET = "demo-client-secret"
-# Sessions of 2026-11-1x (ObjectIds: the first 8 hex digits are the creation time).
+# Sessions of 2025-11-12..15 (ObjectIds: the first 8 hex digits are the creation time).
 V2_SESSIONS = ["6914a3c0aa01bb02cc03dd04", "6914a3c0aa01bb02cc03dd05", "6915f540aa01bb02cc03dd06", "691747c0aa01bb02cc03dd07"]
 V1_SESSIONS = ["691899a0aa01bb02cc03dd08", "demo-session-without-objectid"]
 

@@ -286,3 +286,26 @@ async def test_bad_config_is_one_clear_line_naming_the_key(tmp_path, bad, key):
     assert proc.returncode == 2
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"archiver: config: {key}: ")
+
+
+async def test_log_lines_are_json_with_session_kind_and_attempt(tmp_path, simulator):
+    import io
+    import logging
+
+    from archiver.logsetup import setup_logging
+
+    sim = await simulator(voicemail_rate=0.0)
+    sim.faults.media_5xx = 1.0
+    config = make_config(tmp_path, sim, http__max_attempts=2, daemon__max_attempts=1)
+    stream = io.StringIO()
+    handler = setup_logging(config.observability, (SECRET,), stream=stream)
+    try:
+        with JobStore.open_in(config.daemon.state_dir) as store:
+            store.enqueue([("session", IDS[0])])
+        await Service(config, burst=True).run()
+    finally:
+        logging.getLogger("archiver").removeHandler(handler)
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    job_lines = [r for r in records if r["logger"] in ("archiver.worker", "archiver.download", "archiver.archive")]
+    assert job_lines and all(r["session"] == IDS[0] and r["kind"] == "session" and r["attempt"] == 1 for r in job_lines)
+    assert any(r["level"] == "error" and "gave up" in r["msg"] for r in job_lines)
