@@ -23,7 +23,7 @@ from .atomicfile import AtomicFile, fsync_dir, remove_stale_temps, write_json
 from .client import NOT_READY, READY, KoreClient, MediaItem, not_ready
 from .config import Config
 from .download import DownloadResult, MediaDownloader
-from .errors import MediaRefusedError, NotReadyError, ProtocolError, TransientError
+from .errors import MediaRefusedError, NotReadyError, PermanentError, ProtocolError, TransientError
 from .ids import SESSION
 from .inline import InlineRecordingParser, RecordingData, RecordingEnd, RecordingStart
 from .layout import (
@@ -96,6 +96,11 @@ class SessionArchiver:
         directory.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(directory)
         manifest_path = directory / MANIFEST
+        if force and _deleted_at_source(manifest_path):
+            raise PermanentError(
+                "the vendor's recordings were deleted after this session was archived; "
+                "archiving it again would replace the manifest with an empty one"
+            )
         if force:
             for part in PARTS:
                 part_file(directory, part).unlink(missing_ok=True)
@@ -363,6 +368,12 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _deleted_at_source(manifest_path: Path) -> bool:
+    manifest = _read_json(manifest_path) if manifest_path.exists() else None
+    deletion = (manifest or {}).get("deletion")
+    return isinstance(deletion, dict) and deletion.get("result") == "deleted"
 
 
 def _failed_parts(manifest: dict[str, Any]) -> list[str]:

@@ -6,6 +6,7 @@
     archiver status   --config FILE [--json] queue counts, oldest pending, recent errors
     archiver enqueue  --config FILE [--force] [--user] ID ...
     archiver retry    --config FILE [--failed] [--deferred] [ID ...]
+    archiver verify   --config FILE [--since DATE] [--session ID] [--requeue] [--json]
     archiver demo     [--dir DIR]            archive a few sessions from the bundled simulator
     archiver simulate [--api-port N] [--media-port N]   run the simulator on loopback
 
@@ -22,12 +23,13 @@ import os
 import shutil
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
 from .config import CONFIG_ENV, Config, load_config
-from .errors import ArchiverError, ConfigError
+from .errors import ArchiverError, ConfigError, UnsafeInputError
 from .ids import SESSION, USER, id_problem
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WAITING = 0, 1, 2, 3
@@ -59,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--failed", action="store_true")
     retry.add_argument("--deferred", action="store_true")
     retry.add_argument("ids_args", nargs="*", metavar="ID")
+    verify = with_config(sub.add_parser("verify", help="re-read archived files and check them against their manifests"))
+    verify.add_argument("--since", type=_date_arg, help="only sessions from this date on (YYYY-MM-DD or ISO 8601, UTC)")
+    verify.add_argument("--session", help="only this session id")
+    verify.add_argument("--requeue", action="store_true", help="put damaged sessions back in the queue")
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
     demo = sub.add_parser("demo", help="archive a few sessions from the bundled simulator")
     demo.add_argument("--dir", type=Path, default=Path("demo-archive"), help="where to put the demo (default ./demo-archive)")
     simulate = sub.add_parser("simulate", help="run the Kore.ai simulator on loopback")
@@ -69,12 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _date_arg(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {value!r} (use YYYY-MM-DD)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = COMMANDS[args.command]
     try:
         return handler(args)
-    except ConfigError as exc:
+    except (ConfigError, UnsafeInputError) as exc:
         print(f"archiver: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ArchiverError as exc:
@@ -333,6 +348,18 @@ def _check_dir(label: str, path: Path, min_free: int) -> tuple[bool, str]:
     return True, f"{label} directory {path} is writable, {_human(free)} free"
 
 
+# -- verify -------------------------------------------------------------------------------------
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import run_verify
+
+    config = _config(args, need_credentials=False)
+    return asyncio.run(
+        run_verify(config, since=args.since, session_id=args.session, requeue=args.requeue, as_json=args.json, out=sys.stdout)
+    )
+
+
 # -- demo and simulator -------------------------------------------------------------------------
 
 
@@ -364,6 +391,7 @@ COMMANDS = {
     "status": cmd_status,
     "enqueue": cmd_enqueue,
     "retry": cmd_retry,
+    "verify": cmd_verify,
     "demo": cmd_demo,
     "simulate": cmd_simulate,
 }

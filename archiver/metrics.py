@@ -24,6 +24,8 @@ class Metrics:
             "archiver_download_duration_seconds", "Time to download one media file",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800), registry=r,
         )
+        self.verify_problems = Counter("archiver_verify_damaged_sessions_total", "Damaged sessions found by scheduled verification", registry=r)
+        self.deletions = Counter("archiver_source_deletions_total", "Delete-after-archive outcomes", ["status"], registry=r)
         self.last_success = Gauge("archiver_last_success_timestamp_seconds", "When a session was last archived", registry=r)
 
     def render(self) -> bytes:

@@ -159,6 +159,9 @@ class Service:
                           id="inbox", max_instances=1, coalesce=True)
         scheduler.add_job(self.sweep, "interval", seconds=daemon.sweep_interval,
                           id="sweep", max_instances=1, coalesce=True)
+        if self.config.verify.sample_interval > 0:
+            scheduler.add_job(self.verify_sample, "interval", seconds=self.config.verify.sample_interval,
+                              id="verify", max_instances=1, coalesce=True)
         scheduler.start()
         self.scheduler = scheduler
         self._last_tick = time.time()
@@ -211,6 +214,13 @@ class Service:
         if self.pool is not None:
             self.pool.notify()
         self._update_status()
+
+    async def verify_sample(self) -> None:
+        """Re-read a random sample of archived sessions; problems are logged (and counted)."""
+        from .verify import verify_sample
+
+        report = await verify_sample(self.config, self.config.verify.sample_size)
+        self.metrics.verify_problems.inc(len(report.damaged))
 
     def _update_status(self) -> None:
         if self.store is None:

@@ -17,11 +17,13 @@ import random
 import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from .archive import SessionArchiver
 from .config import Config
 from .errors import ArchiverError, DiskFullError, NotReadyError, PermanentError, TransientError
+from .ids import SESSION
 from .logsetup import job_context
 from .metrics import Metrics
 from .store import Job, JobStore
@@ -177,6 +179,7 @@ class WorkerPool:
             outcome = (result.outcome, result.reason)
             if result.outcome == "done":
                 self.stats.bytes += result.bytes
+                await self._delete_from_source(job, result.directory)
         except asyncio.CancelledError:
             outcome = ("release", "cancelled")
             raise
@@ -198,6 +201,15 @@ class WorkerPool:
             # The bookkeeping must happen even when this task is being cancelled.
             await asyncio.shield(self._settle(job, *outcome))
             job_context.reset(token)
+
+    async def _delete_from_source(self, job: Job, directory: Path) -> None:
+        """Opt-in: delete the vendor's copy once the archive is proven (never changes the job's outcome)."""
+        if not self.config.delete.enabled or job.id_type != SESSION:
+            return
+        from .deletion import delete_after_archive
+
+        outcome = await delete_after_archive(self.config, self.archiver.client, directory, job.ext_id)
+        self.metrics.deletions.labels(outcome.status).inc()
 
     async def _settle(self, job: Job, outcome: str, reason: str | None) -> None:
         now = self.clock()

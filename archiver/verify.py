@@ -1,0 +1,613 @@
+"""Verification: re-read archived files and check them against their manifests.
+
+A session's ``manifest.json`` lists every file of the session with its size and sha256. A
+session is intact when every listed file is there, is a regular file, has that size and
+hashes to that sha256, and nothing else lies in the session directory (apart from the
+manifest itself and the hidden temp and part files an archive run leaves while it works).
+
+The archive is walked as the layout lays it out (``<root>/<bot_id>/YYYY/MM/DD/<sid>``,
+``undated/<sid>``, ``users/<uid>``). Files are hashed in a small thread pool with 1 MiB
+reads, a few sessions at a time, and only damaged sessions are kept in the report, so memory
+does not grow with the size of the archive. A directory without a manifest is a session not
+archived yet (in progress, not ready at the vendor): it is counted, not reported.
+
+Damaged sessions can be put back in the job queue with ``force`` (:func:`requeue`), except
+those whose recordings were deleted at the vendor: archiving them again cannot bring the
+recordings back and would replace their manifest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import stat
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Iterator, TextIO
+
+from .archive import MANIFEST_FORMAT, PARTS, now_iso
+from .atomicfile import TEMP_SUFFIX
+from .config import Config
+from .ids import SESSION, USER
+from .layout import MANIFEST, session_dir
+from .store import EnqueueResult, JobStore
+
+log = logging.getLogger("archiver.verify")
+
+READ_SIZE = 1024 * 1024
+# Sessions hashed at once; verification shares the disk with the archive's own writes.
+THREADS = min(4, os.cpu_count() or 1)
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_YEAR_RE, _TWO_DIGITS_RE = re.compile(r"\d{4}"), re.compile(r"\d{2}")
+UNDATED, USERS = "undated", "users"
+NO_MANIFEST = "the session is not archived (no manifest.json)"
+
+# Problem kinds (the JSON form) and how the human report names them.
+MISSING, EXTRA, SIZE, SHA256, UNREADABLE, NOT_A_FILE, BAD_MANIFEST = (
+    "missing", "extra", "size", "sha256", "unreadable", "not_a_file", "manifest",
+)
+LABELS = {
+    MISSING: "missing",
+    EXTRA: "extra file",
+    SIZE: "size mismatch",
+    SHA256: "sha256 mismatch",
+    UNREADABLE: "unreadable",
+    NOT_A_FILE: "not a regular file",
+    BAD_MANIFEST: "manifest invalid",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one file of a session (``path`` is relative to the session directory)."""
+
+    path: str
+    kind: str
+    detail: str
+    expected: str | int | None = None
+    found: str | int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "kind": self.kind, "detail": self.detail, "expected": self.expected, "found": self.found}
+
+
+@dataclass
+class SessionReport:
+    """The result of checking one session directory."""
+
+    directory: Path
+    id_type: str
+    session_id: str
+    files: int = 0
+    bytes: int = 0
+    archived_at: str | None = None
+    manifest_readable: bool = False
+    # The manifest records that the vendor's recordings were deleted: they cannot be fetched again.
+    deleted_at_source: bool = False
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, path: str, kind: str, detail: str, expected: str | int | None = None, found: str | int | None = None) -> None:
+        self.problems.append(Problem(path, kind, detail, expected, found))
+
+
+@dataclass
+class VerifyReport:
+    """What a verification run found. Only damaged sessions are kept; the rest are counted."""
+
+    root: Path
+    bot_id: str
+    since: datetime | None = None
+    started_at: str = field(default_factory=now_iso)
+    finished_at: str | None = None
+    sessions_checked: int = 0
+    files_checked: int = 0
+    bytes_checked: int = 0
+    unfinished: int = 0
+    root_missing: bool = False
+    damaged: list[SessionReport] = field(default_factory=list)
+    # Set by requeue(): the damaged sessions queued again, and those left alone with the reason.
+    requeued: list[SessionReport] | None = None
+    not_requeued: list[tuple[SessionReport, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged and not self.root_missing
+
+    @property
+    def problem_count(self) -> int:
+        return sum(len(s.problems) for s in self.damaged) + (1 if self.root_missing else 0)
+
+    def add(self, session: SessionReport) -> None:
+        self.sessions_checked += 1
+        self.files_checked += session.files
+        self.bytes_checked += session.bytes
+        if session.problems:
+            self.damaged.append(session)
+
+    def location(self, session: SessionReport) -> str:
+        """The session directory relative to the archive root (as the report shows it)."""
+        try:
+            return session.directory.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(session.directory)
+
+    def problem_lines(self) -> list[str]:
+        """One line per problem: ``<session dir>/<file>: <what>: <detail>``."""
+        lines = []
+        if self.root_missing:
+            lines.append(f"{self.root / self.bot_id}: missing: the archive has no directory for bot {self.bot_id}")
+        for session in sorted(self.damaged, key=lambda s: s.directory):
+            where = self.location(session)
+            for p in session.problems:
+                lines.append(f"{where}/{p.path}: {LABELS[p.kind]}: {p.detail}")
+        return lines
+
+    def summary(self) -> str:
+        intact = self.sessions_checked - len(self.damaged)
+        text = (
+            f"verified {self.sessions_checked} session(s), {self.files_checked} file(s), "
+            f"{_human_bytes(self.bytes_checked)} under {self.root / self.bot_id}: {intact} intact, "
+            f"{len(self.damaged)} damaged ({self.problem_count} problem(s))"
+        )
+        if self.unfinished:
+            text += f"; {self.unfinished} not archived yet (no manifest)"
+        return text
+
+    def human(self) -> str:
+        """The report for a terminal: problem lines, the summary, then what was requeued."""
+        lines = self.problem_lines() + [self.summary()]
+        if self.requeued is not None:
+            lines.append(f"requeued {len(self.requeued)} damaged session(s) to be archived again")
+            for session, reason in self.not_requeued:
+                lines.append(f"not requeued {self.location(session)}: {reason}")
+        return "\n".join(lines) + "\n"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form of the report."""
+
+        def session(s: SessionReport) -> dict[str, Any]:
+            return {
+                "id_type": s.id_type, "id": s.session_id, "directory": self.location(s),
+                "archived_at": s.archived_at, "deleted_at_source": s.deleted_at_source,
+                "problems": [p.as_dict() for p in s.problems],
+            }
+
+        return {
+            "ok": self.ok,
+            "root": str(self.root),
+            "bot_id": self.bot_id,
+            "since": self.since.isoformat() if self.since else None,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "sessions_checked": self.sessions_checked,
+            "sessions_intact": self.sessions_checked - len(self.damaged),
+            "sessions_damaged": len(self.damaged),
+            "files_checked": self.files_checked,
+            "bytes_checked": self.bytes_checked,
+            "unfinished": self.unfinished,
+            "root_missing": self.root_missing,
+            "problems": self.problem_count,
+            "damaged": [session(s) for s in sorted(self.damaged, key=lambda s: s.directory)],
+            "requeued": None if self.requeued is None else [
+                {"id_type": s.id_type, "id": s.session_id} for s in self.requeued
+            ],
+            "not_requeued": [
+                {"id_type": s.id_type, "id": s.session_id, "reason": reason} for s, reason in self.not_requeued
+            ],
+        }
+
+
+# -- one file, one session ---------------------------------------------------------------------
+
+
+def hash_file(path: Path) -> tuple[int, str]:
+    """(bytes read, sha256) of a file, read 1 MiB at a time into one buffer; never through a link."""
+    digest = hashlib.sha256()
+    buffer = bytearray(READ_SIZE)
+    view = memoryview(buffer)
+    total = 0
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb", buffering=0) as handle:
+        while read := handle.readinto(buffer):
+            digest.update(view[:read])
+            total += read
+    return total, digest.hexdigest()
+
+
+def entry_problem(entry: Any) -> str | None:
+    """Why a manifest ``files`` entry is unusable, or None. Its path must stay inside the session."""
+    if not isinstance(entry, dict):
+        return "not an object"
+    path = entry.get("path")
+    if not isinstance(path, str) or not path or "\x00" in path:
+        return "path is missing or not a string"
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or any(part in ("", ".", "..") for part in path.split("/")):
+        return f"path {path!r} leaves the session directory"
+    if path == MANIFEST:
+        return "lists the manifest itself"
+    size = entry.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return f"{path}: size is not a whole number of bytes"
+    if not isinstance(entry.get("sha256"), str) or not _SHA256_RE.fullmatch(entry["sha256"]):
+        return f"{path}: sha256 is not 64 lowercase hex digits"
+    return None
+
+
+def check_file(directory: Path, entry: dict[str, Any]) -> Problem | None:
+    """Check one valid manifest entry against the disk: present, regular, size, then sha256."""
+    rel, size, expected = entry["path"], entry["size"], entry["sha256"]
+    path = directory / rel
+    try:
+        info = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return Problem(rel, MISSING, f"listed in the manifest ({size} bytes) but not on disk")
+    except OSError as exc:
+        return Problem(rel, UNREADABLE, f"cannot stat: {exc.strerror}")
+    if not stat.S_ISREG(info.st_mode):
+        return Problem(rel, NOT_A_FILE, "a link, directory or device where the manifest lists a file")
+    if info.st_size != size:
+        return Problem(
+            rel, SIZE, f"manifest says {size} bytes, disk has {info.st_size}", expected=size, found=info.st_size
+        )
+    try:
+        read, found = hash_file(path)
+    except OSError as exc:
+        return Problem(rel, UNREADABLE, f"cannot read: {exc.strerror}")
+    if read != size:  # changed while we read it
+        return Problem(rel, SIZE, f"manifest says {size} bytes, read {read}", expected=size, found=read)
+    if found != expected:
+        return Problem(rel, SHA256, f"manifest {expected}, disk {found}", expected=expected, found=found)
+    return None
+
+
+def read_manifest(directory: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(manifest, None) or (None, why it cannot be used)."""
+    try:
+        with open(directory / MANIFEST, "rb") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return None, NO_MANIFEST
+    except OSError as exc:
+        return None, f"cannot read: {exc.strerror}"
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+    if not isinstance(data, dict):
+        return None, "not a JSON object"
+    if data.get("format") != MANIFEST_FORMAT:
+        return None, f"unknown format {str(data.get('format'))[:20]!r} (expected {MANIFEST_FORMAT})"
+    if not isinstance(data.get("files"), list):
+        return None, "'files' is missing or not a list"
+    if data.get("id") != directory.name:
+        return None, f"belongs to id {str(data.get('id'))[:130]!r}, not to this directory"
+    return data, None
+
+
+def recordings_deleted(manifest: dict[str, Any]) -> bool:
+    """True when the manifest records a (real, successful) deletion of the vendor's recordings."""
+    deletion = manifest.get("deletion")
+    return isinstance(deletion, dict) and deletion.get("result") == "deleted" and deletion.get("dry_run") is False
+
+
+def is_transient(rel: PurePosixPath) -> bool:
+    """Hidden files an archive run writes while it works: temp files anywhere, part files at the top."""
+    name = rel.name
+    if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+        return True
+    if len(rel.parts) == 1:
+        return any(name in (f".{part}.part.json", f".{part}.part.tmp") for part in PARTS)
+    return False
+
+
+def _present_files(directory: Path) -> Iterator[str]:
+    """Every non-directory entry below ``directory`` (links to directories included), as relative paths."""
+    for dirpath, dirnames, filenames in os.walk(directory):
+        base = PurePosixPath(Path(dirpath).relative_to(directory).as_posix())
+        for name in filenames:
+            yield (base / name).as_posix()
+        for name in dirnames:
+            if os.path.islink(os.path.join(dirpath, name)):
+                yield (base / name).as_posix()
+
+
+def verify_session(directory: Path) -> SessionReport:
+    """Check one session directory against its manifest (blocking: run it in a thread)."""
+    directory = Path(directory)
+    report = SessionReport(directory, _id_type(directory), directory.name)
+    manifest, why = read_manifest(directory)
+    if manifest is None:
+        report.add(MANIFEST, MISSING if why == NO_MANIFEST else BAD_MANIFEST, why or "unusable")
+        return report
+    report.manifest_readable = True
+    report.archived_at = manifest.get("archived_at") if isinstance(manifest.get("archived_at"), str) else None
+    report.deleted_at_source = recordings_deleted(manifest)
+    listed: set[str] = set()
+    for index, entry in enumerate(manifest["files"]):
+        problem = entry_problem(entry)
+        if problem is None and entry["path"] in listed:
+            problem = f"{entry['path']} is listed twice"
+        if problem is not None:
+            report.add(MANIFEST, BAD_MANIFEST, f"files[{index}]: {problem}")
+            continue
+        listed.add(entry["path"])
+        found = check_file(directory, entry)
+        if found is not None:
+            report.problems.append(found)
+        else:
+            report.files += 1
+            report.bytes += entry["size"]
+    for rel in _present_files(directory):
+        if rel == MANIFEST or rel in listed or is_transient(PurePosixPath(rel)):
+            continue
+        report.add(rel, EXTRA, "on disk but not in the manifest")
+    return report
+
+
+def _id_type(directory: Path) -> str:
+    return USER if directory.parent.name == USERS else SESSION
+
+
+# -- walking the archive -----------------------------------------------------------------------
+
+
+def _subdirs(directory: Path) -> list[os.DirEntry[str]]:
+    """Real (not linked), visible subdirectories, in name order."""
+    try:
+        with os.scandir(directory) as entries:
+            found = [e for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(found, key=lambda e: e.name)
+
+
+def _archived_since(directory: Path, since: datetime) -> bool:
+    """For undated and user directories: archived at or after ``since`` (kept when it cannot tell)."""
+    manifest, _why = read_manifest(directory)
+    if manifest is None:
+        return True
+    try:
+        archived = datetime.fromisoformat(str(manifest.get("archived_at")))
+    except ValueError:
+        return True
+    if archived.tzinfo is None:
+        archived = archived.replace(tzinfo=timezone.utc)
+    return archived >= since
+
+
+def _dated_sessions(year_dir: os.DirEntry[str], since: date | None) -> Iterator[Path]:
+    year = int(year_dir.name)
+    if since and year < since.year:
+        return
+    for month_dir in _subdirs(Path(year_dir.path)):
+        if not _TWO_DIGITS_RE.fullmatch(month_dir.name):
+            continue
+        month = int(month_dir.name)
+        if since and (year, month) < (since.year, since.month):
+            continue
+        for day_dir in _subdirs(Path(month_dir.path)):
+            if not _TWO_DIGITS_RE.fullmatch(day_dir.name):
+                continue
+            try:
+                day = date(year, month, int(day_dir.name))
+            except ValueError:
+                continue
+            if since and day < since:
+                continue
+            yield from (Path(e.path) for e in _subdirs(Path(day_dir.path)))
+
+
+def session_dirs(bot_root: Path, since: datetime | None = None) -> Iterator[Path]:
+    """Every session (and user) directory under ``<root>/<bot_id>``, in layout order.
+
+    ``since`` keeps dated sessions whose date partition is on or after its (UTC) day, and
+    undated and user directories whose manifest says they were archived at or after it.
+    """
+    since_day = since.astimezone(timezone.utc).date() if since else None
+    for top in _subdirs(bot_root):
+        if _YEAR_RE.fullmatch(top.name):
+            yield from _dated_sessions(top, since_day)
+        elif top.name in (UNDATED, USERS):
+            for entry in _subdirs(Path(top.path)):
+                if since is None or _archived_since(Path(entry.path), since):
+                    yield Path(entry.path)
+
+
+def _archived_dirs(dirs: Iterable[Path], report: VerifyReport) -> Iterator[Path]:
+    """The directories holding a manifest; the others are counted as not archived yet."""
+    for directory in dirs:
+        if os.path.lexists(directory / MANIFEST):
+            yield directory
+        else:
+            report.unfinished += 1
+
+
+def _reservoir(dirs: Iterable[Path], size: int, rng: random.Random) -> list[Path]:
+    """A uniform random sample of ``size`` items in one pass, holding only the sample."""
+    sample: list[Path] = []
+    for seen, directory in enumerate(dirs):
+        if seen < size:
+            sample.append(directory)
+        else:
+            slot = rng.randrange(seen + 1)
+            if slot < size:
+                sample[slot] = directory
+    return sample
+
+
+def _check_all(dirs: Iterable[Path], report: VerifyReport, stop: threading.Event) -> None:
+    """Verify sessions in a thread pool, at most two per thread in flight (blocking)."""
+    pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="verify")
+    pending: set[Future[SessionReport]] = set()
+    try:
+        for directory in dirs:
+            if stop.is_set():
+                return
+            pending.add(pool.submit(verify_session, directory))
+            if len(pending) >= 2 * THREADS:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    report.add(future.result())
+        for future in pending:
+            report.add(future.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+async def _run_in_thread(work: Any, *args: Any) -> None:
+    """Run blocking ``work(*args, stop)``; on cancellation, ask it to stop and wait for it."""
+    stop = threading.Event()
+    task = asyncio.ensure_future(asyncio.to_thread(work, *args, stop))
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+        raise
+
+
+async def verify_archive(
+    config: Config,
+    *,
+    since: datetime | None = None,
+    session_id: str | None = None,
+    sample: int | None = None,
+) -> VerifyReport:
+    """Verify the archive of the configured bot: one session, those since a date, or a random sample.
+
+    ``since`` without a time zone is taken as UTC. ``session_id`` checks that session only
+    (its absence is a problem; ``since`` does not apply). ``sample`` picks that many
+    archived sessions at random (after ``since``).
+    """
+    root, bot_id = config.archive.root, config.kore.bot_id
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=timezone.utc)
+    report = VerifyReport(root=root, bot_id=bot_id, since=since)
+    bot_root = root / bot_id
+    if session_id is not None:
+        dirs: list[Path] | Iterator[Path] = [session_dir(root, bot_id, SESSION, session_id)]
+    elif not bot_root.is_dir():
+        report.root_missing = True
+        dirs = []
+    else:
+        dirs = _archived_dirs(session_dirs(bot_root, since), report)
+
+    def work(stop: threading.Event) -> None:
+        chosen = _reservoir(dirs, sample, random.Random()) if sample is not None else dirs
+        _check_all(chosen, report, stop)
+
+    await _run_in_thread(work)
+    await _note_deletions_from_audit_log(config, report)
+    report.finished_at = now_iso()
+    return report
+
+
+async def _note_deletions_from_audit_log(config: Config, report: VerifyReport) -> None:
+    """A session whose manifest cannot be read may still have had its recordings deleted: ask the audit log."""
+    unknown = {s.session_id: s for s in report.damaged if s.id_type == SESSION and not s.manifest_readable}
+    if not unknown:
+        return
+    from .deletion import deleted_in_audit_log  # deletion builds on this module's checks
+
+    for session_id in await asyncio.to_thread(deleted_in_audit_log, config, set(unknown)):
+        unknown[session_id].deleted_at_source = True
+
+
+async def verify_sample(config: Config, size: int) -> VerifyReport:
+    """Verify ``size`` archived sessions picked at random (the daemon's scheduled check); logs the outcome."""
+    report = await verify_archive(config, sample=max(size, 0))
+    if report.root_missing:  # nothing archived yet: nothing to sample
+        report.root_missing = False
+    if report.ok:
+        log.info("verify sample: %s", report.summary(), extra={"kv_sessions": report.sessions_checked})
+    else:
+        for line in report.problem_lines():
+            log.warning("verify sample: %s", line)
+        log.warning("verify sample: %s", report.summary(), extra={"kv_damaged": len(report.damaged)})
+    return report
+
+
+def requeue(report: VerifyReport, store: JobStore) -> EnqueueResult:
+    """Queue the damaged sessions again with ``force`` (blocking: the store is synchronous).
+
+    Left alone, and listed in ``report.not_requeued`` with the reason: sessions whose
+    recordings were deleted at the vendor (archiving them again would fetch nothing and
+    replace their manifest), and sessions whose only problem is stray files (what the
+    manifest lists is intact, and archiving again does not remove strays).
+    """
+    chosen: list[SessionReport] = []
+    report.not_requeued = []
+    for session in sorted(report.damaged, key=lambda s: s.directory):
+        reason = _why_not_requeued(session)
+        if reason:
+            report.not_requeued.append((session, reason))
+        else:
+            chosen.append(session)
+    result = store.enqueue(((s.id_type, s.session_id) for s in chosen), force=True)
+    report.requeued = chosen
+    for session in chosen:
+        log.info("requeued damaged session %s", session.session_id, extra={"kv_session": session.session_id})
+    return result
+
+
+def _why_not_requeued(session: SessionReport) -> str | None:
+    if session.deleted_at_source:
+        return "its recordings were deleted at the vendor; restore the files from a backup"
+    if all(p.kind == EXTRA for p in session.problems):
+        # The archived files are intact; archiving again would fetch them anew and leave the strays.
+        return "only files the manifest does not list; inspect and remove them"
+    return None
+
+
+async def run_verify(
+    config: Config,
+    *,
+    since: datetime | None = None,
+    session_id: str | None = None,
+    requeue: bool = False,
+    as_json: bool = False,
+    out: TextIO,
+) -> int:
+    """``archiver verify``: check, optionally requeue the damage, print the report; 0 when all is intact, else 1."""
+    report = await verify_archive(config, since=since, session_id=session_id)
+    if requeue and report.damaged:
+        await asyncio.to_thread(_requeue_in_store, config, report)
+    if as_json:
+        out.write(json.dumps(report.as_dict(), indent=2, sort_keys=False) + "\n")
+    else:
+        out.write(report.human())
+    return 0 if report.ok else 1
+
+
+def _requeue_in_store(config: Config, report: VerifyReport) -> None:
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        requeue(report, store)
+
+
+def _human_bytes(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"
+
+
+__all__ = [
+    "Problem", "SessionReport", "VerifyReport", "verify_session", "verify_archive", "verify_sample",
+    "requeue", "run_verify", "hash_file", "check_file", "entry_problem", "read_manifest", "recordings_deleted",
+    "session_dirs",
+]

@@ -1,0 +1,58 @@
+"""The completeness features wired into the daemon and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from archiver.cli import main as cli_main
+from archiver.layout import session_dir
+from archiver.service import Service
+from archiver.store import JobStore
+
+from .conftest import make_config
+
+IDS = [f"6914a3c0aa01bb02cc04{n:04x}" for n in range(4)]
+
+
+async def test_daemon_deletes_from_source_only_after_archiving(tmp_path, simulator):
+    sim = await simulator(voicemail_rate=0.0)
+    config = make_config(tmp_path, sim, delete__enabled=True)
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        store.enqueue([("session", s) for s in IDS])
+    stats = await Service(config, burst=True).run()
+    assert stats.done == len(IDS)
+    assert sim.stats.deleted == set(IDS)
+    for sid in IDS:
+        manifest = json.loads((session_dir(config.archive.root, config.kore.bot_id, "session", sid) / "manifest.json").read_text())
+        assert manifest["deletion"]["result"] == "deleted"
+    audit = (config.daemon.state_dir / "deletions.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["session_id"] for line in audit) == sorted(IDS)
+    # A forced re-archive of a session deleted at the vendor is refused, not emptied.
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        store.enqueue([("session", IDS[0])], force=True)
+    stats = await Service(config, burst=True).run()
+    assert stats.failed == 1 and "deleted" in stats.failures[0][1]
+
+
+async def test_verify_command_finds_damage_and_requeues(tmp_path, simulator, capsys):
+    sim = await simulator(voicemail_rate=0.0)
+    config = make_config(tmp_path, sim)
+    cfg = str(tmp_path / "archiver.toml")
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        store.enqueue([("session", s) for s in IDS])
+    await Service(config, burst=True).run()
+    assert await asyncio.to_thread(cli_main, ["verify", "--config", cfg]) == 0
+    audio = next((session_dir(config.archive.root, config.kore.bot_id, "session", IDS[1]) / "recordings").glob("*.wav"))
+    data = bytearray(audio.read_bytes())
+    data[100] ^= 0xFF
+    audio.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert await asyncio.to_thread(cli_main, ["verify", "--config", cfg, "--requeue"]) == 1
+    assert "sha256 mismatch" in capsys.readouterr().out
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        assert store.get("session", IDS[1]).state == "pending"
+        assert store.get("session", IDS[0]).state == "done"
+    await Service(config, burst=True).run()
+    assert await asyncio.to_thread(cli_main, ["verify", "--config", cfg, "--session", IDS[1]]) == 0
+    assert await asyncio.to_thread(cli_main, ["verify", "--config", cfg, "--session", "../x"]) == 2

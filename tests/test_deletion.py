@@ -1,0 +1,239 @@
+"""Delete-from-source after archive, against the simulator over loopback."""
+
+from __future__ import annotations
+
+import json
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+import pytest
+
+from archiver.archive import SessionArchiver
+from archiver.client import KoreClient, api_session
+from archiver.config import Config
+from archiver.deletion import (
+    ALREADY_DELETED, DELETED, DISABLED, DRY_RUN, ERROR, REFUSED, audit_log_path, delete_after_archive,
+)
+from archiver.download import MediaDownloader, media_session
+from archiver.metrics import Metrics
+
+from .conftest import SECRET, make_config
+
+SID = "67ab573f3685d1ba99541234"
+OTHER = "67ab573f3685d1ba99545678"
+
+
+@asynccontextmanager
+async def archiver_for(config: Config) -> AsyncIterator[SessionArchiver]:
+    metrics = Metrics()
+    async with api_session(config) as api, media_session(config) as media:
+        client = KoreClient(config, api, metrics=metrics)
+        yield SessionArchiver(config, client, MediaDownloader(config, media, metrics=metrics), metrics)
+
+
+async def archive(config: Config, *ids: str) -> list[Path]:
+    async with archiver_for(config) as archiver:
+        return [(await archiver.archive("session", sid)).directory for sid in ids]
+
+
+async def delete(config: Config, directory: Path, session_id: str = SID):
+    async with api_session(config) as http:
+        return await delete_after_archive(config, KoreClient(config, http), directory, session_id)
+
+
+def deletes(sim) -> list[Any]:
+    return [r for r in sim.requests if r.server == "api" and r.method == "DELETE"]
+
+
+def manifest_of(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / "manifest.json").read_text())
+
+
+def recordings_of(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    return [f for f in manifest["files"] if f["kind"] == "audio" and f["path"].startswith("recordings/")]
+
+
+def audit_lines(config: Config) -> list[dict[str, Any]]:
+    path = audit_log_path(config)
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+async def archived(tmp_path, simulator):
+    """One session with a recording and a voicemail, archived; ``configure(**settings)`` for deletion."""
+    sim = await simulator(voicemail_rate=1.0)
+    [directory] = await archive(make_config(tmp_path, sim), SID)
+
+    def configure(**settings: Any) -> Config:
+        return make_config(tmp_path, sim, **settings)
+
+    return sim, configure, directory
+
+
+async def test_deletes_once_when_every_check_passes(archived):
+    sim, configure, directory = archived
+    config = configure(delete__enabled=True)
+    before = manifest_of(directory)
+    outcome = await delete(config, directory)
+    assert outcome.status == DELETED and outcome.deleted and outcome.recorded
+    assert sim.stats.deleted == {SID}
+    [request] = deletes(sim)
+    assert request.query == {"sessionId": SID} and request.status == 200
+    after = manifest_of(directory)
+    deletion = after.pop("deletion")
+    assert after == before  # nothing else in the manifest changed
+    assert deletion == {
+        "at": deletion["at"], "dry_run": False, "result": "deleted", "message": "Call recordings deleted successfully",
+    }
+    [line] = audit_lines(config)
+    assert line["session_id"] == SID and line["result"] == "deleted" and line["dry_run"] is False
+    assert line["message"] == "Call recordings deleted successfully" and line["at"] == deletion["at"]
+    assert line["files"] == [{"path": f["path"], "size": f["size"], "sha256": f["sha256"]} for f in recordings_of(before)]
+    audit_text = audit_log_path(config).read_text()
+    assert SECRET not in audit_text and "eyJ" not in audit_text
+    # Idempotent: a session whose manifest records the deletion is not deleted again.
+    again = await delete(config, directory)
+    assert again.status == ALREADY_DELETED
+    assert len(deletes(sim)) == 1 and len(audit_lines(config)) == 1
+
+
+def _flip(directory: Path) -> str:
+    path = directory / recordings_of(manifest_of(directory))[0]["path"]
+    data = bytearray(path.read_bytes())
+    data[500] ^= 0x01
+    path.write_bytes(bytes(data))
+    return "sha256"
+
+
+def _truncate(directory: Path) -> str:
+    path = directory / recordings_of(manifest_of(directory))[0]["path"]
+    path.write_bytes(path.read_bytes()[:-1])
+    return "size"
+
+
+def _remove(directory: Path) -> str:
+    (directory / recordings_of(manifest_of(directory))[0]["path"]).unlink()
+    return "missing"
+
+
+def _no_manifest(directory: Path) -> str:
+    (directory / "manifest.json").unlink()
+    return "not archived"
+
+
+def _garbled_manifest(directory: Path) -> str:
+    (directory / "manifest.json").write_text('{"format": 1, "files": [')
+    return "not valid JSON"
+
+
+def _recordings_not_success(directory: Path) -> str:
+    manifest = manifest_of(directory)
+    manifest["parts"]["recordings"]["status"] = "failed"
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return "'failed'"
+
+
+def _no_recording_listed(directory: Path) -> str:
+    manifest = manifest_of(directory)
+    manifest["files"] = [f for f in manifest["files"] if not f["path"].startswith("recordings/")]
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return "no recording audio file"
+
+
+def _another_sessions_manifest(directory: Path) -> str:
+    manifest = manifest_of(directory)
+    manifest["id"] = OTHER
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return OTHER
+
+
+FAILED_CHECKS: dict[str, Callable[[Path], str]] = {
+    "flipped byte": _flip,
+    "truncated": _truncate,
+    "missing recording": _remove,
+    "no manifest": _no_manifest,
+    "garbled manifest": _garbled_manifest,
+    "recordings not success": _recordings_not_success,
+    "no recording listed": _no_recording_listed,
+    "another session's manifest": _another_sessions_manifest,
+}
+
+
+@pytest.mark.parametrize("check", FAILED_CHECKS)
+async def test_never_deletes_when_a_check_fails(archived, check):
+    sim, configure, directory = archived
+    config = configure(delete__enabled=True)
+    expected = FAILED_CHECKS[check](directory)
+    manifest = directory / "manifest.json"
+    before = manifest.read_bytes() if manifest.exists() else None
+    outcome = await delete(config, directory)
+    assert outcome.status == REFUSED and expected in outcome.reason
+    assert deletes(sim) == [] and sim.stats.deleted == set()
+    assert (manifest.read_bytes() if manifest.exists() else None) == before
+    assert not audit_log_path(config).exists()
+
+
+async def test_refused_when_the_directory_is_not_the_sessions(archived):
+    sim, configure, directory = archived
+    outcome = await delete(configure(delete__enabled=True), directory, OTHER)
+    assert outcome.status == REFUSED and deletes(sim) == []
+
+
+async def test_dry_run_records_without_deleting(archived):
+    sim, configure, directory = archived
+    config = configure(delete__enabled=True, delete__dry_run=True)
+    outcome = await delete(config, directory)
+    assert outcome.status == DRY_RUN and outcome.recorded
+    assert deletes(sim) == [] and sim.stats.deleted == set()
+    deletion = manifest_of(directory)["deletion"]
+    assert deletion["dry_run"] is True and deletion["result"] == "dry_run"
+    [line] = audit_lines(config)
+    assert line["dry_run"] is True and line["result"] == "dry_run" and line["session_id"] == SID
+    assert [f["path"] for f in line["files"]] == list(outcome.files)
+    # A dry run is not a deletion: once dry_run is off, the session is deleted.
+    real = configure(delete__enabled=True)
+    assert (await delete(real, directory)).status == DELETED
+    assert sim.stats.deleted == {SID} and [l["result"] for l in audit_lines(real)] == ["dry_run", "deleted"]
+
+
+async def test_disabled_does_nothing(archived):
+    sim, configure, directory = archived
+    config = configure()
+    before, requests = (directory / "manifest.json").read_bytes(), len(sim.requests)
+    outcome = await delete(config, directory)
+    assert outcome.status == DISABLED and not outcome.deleted
+    assert len(sim.requests) == requests and sim.stats.deleted == set()
+    assert (directory / "manifest.json").read_bytes() == before
+    assert not audit_log_path(config).exists()
+
+
+async def test_a_failed_call_is_recorded_and_the_session_stays_archived(archived):
+    sim, configure, directory = archived
+    config = configure(delete__enabled=True)
+    sim.faults.api_5xx = 1.0
+    outcome = await delete(config, directory)
+    assert outcome.status == ERROR and "HTTP 5" in outcome.reason and outcome.recorded
+    assert len(deletes(sim)) == 1  # sent once, never retried
+    assert sim.stats.deleted == set()
+    [line] = audit_lines(config)
+    assert line["result"] == "error" and line["dry_run"] is False and "HTTP 5" in line["message"]
+    assert manifest_of(directory)["deletion"]["result"] == "error"
+    requests = len(sim.requests)
+    async with archiver_for(config) as archiver:
+        result = await archiver.archive("session", SID)
+    assert result.outcome == "done" and len(sim.requests) == requests  # still archived: nothing fetched
+    sim.faults.api_5xx = 0.0
+    assert (await delete(config, directory)).status == DELETED
+    assert sim.stats.deleted == {SID} and [l["result"] for l in audit_lines(config)] == ["error", "deleted"]
+
+
+async def test_audit_log_is_appended_at_the_configured_path(archived, tmp_path):
+    sim, configure, directory = archived
+    config = configure(delete__enabled=True, delete__audit_log=str(tmp_path / "audit" / "deleted.jsonl"))
+    [other] = await archive(config, OTHER)
+    assert (await delete(config, directory)).deleted
+    assert (await delete(config, other, OTHER)).deleted
+    assert audit_log_path(config) == tmp_path / "audit" / "deleted.jsonl"
+    assert [line["session_id"] for line in audit_lines(config)] == [SID, OTHER]
+    assert sim.stats.deleted == {SID, OTHER}
