@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from . import __version__
+from .analytics import AnalyticsClient
 from .atomicfile import AtomicFile, fsync_dir, remove_stale_temps, write_json
 from .client import NOT_READY, READY, KoreClient, MediaItem, not_ready
 from .config import Config
@@ -38,13 +39,16 @@ from .layout import (
     session_dir,
 )
 from .metrics import Metrics
+from .transcripts import fetch_transcript
 
 log = logging.getLogger("archiver.archive")
 
-PARTS = (RECORDINGS, VOICEMAIL)
+TRANSCRIPT = "transcript"
+PARTS = (RECORDINGS, VOICEMAIL, TRANSCRIPT)
 # A URL refused after being freshly issued this many times is not a passing expiry.
 MAX_URL_REFRESHES = 3
 MANIFEST_FORMAT = 1
+TRANSCRIPT_FILE = "transcript.json"
 
 
 def now_iso() -> str:
@@ -68,8 +72,13 @@ def wanted_parts(config: Config, id_type: str, wants: frozenset[str] = frozenset
     if wants:
         chosen = [p for p in PARTS if p in wants]
     else:
-        chosen = [p for p, on in ((RECORDINGS, config.kore.fetch_recordings), (VOICEMAIL, config.kore.fetch_voicemail)) if on]
-    return tuple(p for p in chosen if p == RECORDINGS or id_type == SESSION)
+        switches = (
+            (RECORDINGS, config.kore.fetch_recordings),
+            (VOICEMAIL, config.kore.fetch_voicemail),
+            (TRANSCRIPT, config.kore.fetch_transcripts),
+        )
+        chosen = [p for p, on in switches if on]
+    return tuple(p for p in chosen if p == RECORDINGS or id_type == SESSION)  # by-user lookups: recordings only
 
 
 def part_file(directory: Path, part: str) -> Path:
@@ -79,11 +88,21 @@ def part_file(directory: Path, part: str) -> Path:
 class SessionArchiver:
     """Archives sessions; one instance shared by all workers."""
 
-    def __init__(self, config: Config, client: KoreClient, downloader: MediaDownloader, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        client: KoreClient,
+        downloader: MediaDownloader,
+        metrics: Metrics | None = None,
+        *,
+        analytics: AnalyticsClient | None = None,
+    ) -> None:
         self.config = config
         self.client = client
         self.downloader = downloader
         self.metrics = metrics or client.metrics
+        # One Analytics client (one limiter) per process: discovery shares it.
+        self.analytics = analytics or AnalyticsClient(client)
 
     def directory(self, id_type: str, ext_id: str) -> Path:
         return session_dir(self.config.archive.root, self.config.kore.bot_id, id_type, ext_id)
@@ -107,6 +126,10 @@ class SessionArchiver:
         elif manifest_path.exists():
             existing = _read_json(manifest_path)
             if existing is not None and not _failed_parts(existing):
+                # A run killed between writing the manifest and removing the part files
+                # left them behind; the manifest supersedes them.
+                for part in PARTS:
+                    part_file(directory, part).unlink(missing_ok=True)
                 return _result_from_manifest(directory, existing)
             for part in _failed_parts(existing or {}):
                 part_file(directory, part).unlink(missing_ok=True)
@@ -123,8 +146,10 @@ class SessionArchiver:
             try:
                 if part == RECORDINGS:
                     parts[part] = await self._recordings(id_type, ext_id, directory)
-                else:
+                elif part == VOICEMAIL:
                     parts[part] = await self._voicemail(ext_id, directory)
+                else:
+                    parts[part] = await self._transcript(ext_id, directory)
             except NotReadyError as exc:
                 pending_not_ready = exc  # finish the other parts, then report not ready
                 continue
@@ -204,6 +229,17 @@ class SessionArchiver:
             size, digest = await write_json(path, transcription)
             files.append(_entry(directory, path, size, digest, "transcription", "voicemail"))
         return {"status": READY, "files": files, "transcriptions": len(answer.transcriptions)}
+
+    # -- call transcript ------------------------------------------------------------------------
+
+    async def _transcript(self, session_id: str, directory: Path) -> dict[str, Any]:
+        """The conversation (getMessagesV2) as ``transcript.json`` beside the recordings."""
+        document = await fetch_transcript(self.analytics, session_id)
+        path = directory / TRANSCRIPT_FILE
+        size, digest = await write_json(path, document)
+        status = READY if document["messages"] else "no_messages"
+        return {"status": status, "messages": len(document["messages"]),
+                "files": [_entry(directory, path, size, digest, "transcript", "get_messages")]}
 
     # -- shared ---------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@
     archiver enqueue  --config FILE [--force] [--user] ID ...
     archiver retry    --config FILE [--failed] [--deferred] [ID ...]
     archiver verify   --config FILE [--since DATE] [--session ID] [--requeue] [--json]
+    archiver backfill --config FILE --from DATE --to DATE   queue the sessions of a past range
     archiver demo     [--dir DIR]            archive a few sessions from the bundled simulator
     archiver simulate [--api-port N] [--media-port N]   run the simulator on loopback
 
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--session", help="only this session id")
     verify.add_argument("--requeue", action="store_true", help="put damaged sessions back in the queue")
     verify.add_argument("--json", action="store_true", help="machine-readable output")
+    backfill = with_config(sub.add_parser("backfill", help="discover and queue the sessions of a past date range"))
+    backfill.add_argument("--from", dest="date_from", type=_date_arg, required=True, help="start (YYYY-MM-DD, UTC)")
+    backfill.add_argument("--to", dest="date_to", type=_date_arg, required=True, help="end (YYYY-MM-DD, UTC; inclusive)")
     demo = sub.add_parser("demo", help="archive a few sessions from the bundled simulator")
     demo.add_argument("--dir", type=Path, default=Path("demo-archive"), help="where to put the demo (default ./demo-archive)")
     simulate = sub.add_parser("simulate", help="run the Kore.ai simulator on loopback")
@@ -360,6 +364,47 @@ def cmd_verify(args: argparse.Namespace) -> int:
     )
 
 
+# -- backfill -----------------------------------------------------------------------------------
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    config = _config(args)
+    date_to = args.date_to
+    if date_to.time() == datetime.min.time():
+        date_to = date_to.replace(hour=23, minute=59, second=59)  # a date means the whole day
+    if date_to <= args.date_from:
+        raise ConfigError("--to", "must be after --from")
+    return asyncio.run(run_backfill(config, args.date_from, date_to))
+
+
+async def run_backfill(config: Config, date_from: datetime, date_to: datetime, out: Any = None) -> int:
+    """Walk a past range through getSessions in valid windows and queue what is new.
+
+    It holds the state lock: the daemon's discovery spends the same hourly Analytics budget,
+    and two processes could not keep their sum under it.
+    """
+    from .client import KoreClient, api_session
+    from .discovery import Discovery
+    from .service import StateLock
+    from .store import JobStore
+
+    out = out or sys.stdout
+    lock = StateLock(config.daemon.state_dir)
+    lock.acquire()
+    try:
+        with JobStore.open_in(config.daemon.state_dir) as store:
+            async with api_session(config) as http:
+                result = await Discovery(config, KoreClient(config, http), store).backfill(date_from, date_to)
+    finally:
+        lock.release()
+    print(
+        f"backfill {date_from:%Y-%m-%d %H:%M} .. {date_to:%Y-%m-%d %H:%M}: {result.windows} windows, "
+        f"{result.pages} pages, {result.seen} voice sessions: {result.added} queued, {result.known} already known",
+        file=out,
+    )
+    return EXIT_OK
+
+
 # -- demo and simulator -------------------------------------------------------------------------
 
 
@@ -392,6 +437,7 @@ COMMANDS = {
     "enqueue": cmd_enqueue,
     "retry": cmd_retry,
     "verify": cmd_verify,
+    "backfill": cmd_backfill,
     "demo": cmd_demo,
     "simulate": cmd_simulate,
 }

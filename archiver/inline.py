@@ -58,6 +58,7 @@ _EQUALS = ord("=")
 _WHITESPACE = re.compile(rb"[ \t\r\n]*")
 # A run of string content that is certainly valid: plain characters and complete escapes.
 _STRING_RUN = re.compile(rb'(?:[^"\\\x00-\x1f]++|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*+')
+_UNICODE_ESCAPE = re.compile(rb"\\u[0-9a-fA-F]{4}")
 _PARTIAL_ESCAPE = re.compile(rb"\\(?:u[0-9a-fA-F]{0,3})?")
 _NUMBER_CHARS = re.compile(rb"[-+.eE0-9]*")
 _NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
@@ -72,7 +73,7 @@ _MIME = re.compile(f"{_TOKEN}/{_TOKEN}")
 
 # Inside base64: any escape but "\/" (and a string ending in a backslash) needs the slow path.
 _NOT_SLASH_ESCAPE = re.compile(rb"\\[^/]")
-_ANY_ESCAPE = re.compile(rb'\\(?:u([0-9a-fA-F]{4})|(["\\/bfnrt]))')
+_ANY_ESCAPE = re.compile(rb'\\(?:u[0-9a-fA-F]{4}|["\\/bfnrt])')
 # Escapes that encoders put in base64 for real: escaped "/", "+", "=" and line wrapping.
 _COMMON_ESCAPES = (
     (b"\\n", b""), (b"\\r", b""), (b"\\t", b""),
@@ -81,6 +82,9 @@ _COMMON_ESCAPES = (
 )  # fmt: skip
 _BASE64_WHITESPACE = frozenset(" \t\r\n")
 _NOT_BASE64 = b"\x80"  # stands in for a decoded character that cannot be base64
+
+# Base64 is decoded in blocks of at most this many body bytes (see _on_item_data).
+_BLOCK_SIZE = 64 * 1024
 
 _OBJECT = "object"
 _ARRAY = "array"
@@ -437,16 +441,19 @@ class InlineRecordingParser:
                 ch = chr(c)
                 pos += 1
             else:
-                raise self._fail(f"recording {self._next_index} is not a data: URI with ;base64,", pos)
+                raise self._not_a_data_uri(pos)
             if ch == ",":
                 self._pos = pos
                 self._begin_item_data("".join(header))
                 return True
             header.append(ch)
-            if len(header) == 5 and "".join(header).lower() != "data:" or len(header) > MAX_HEADER_LENGTH:
-                raise self._fail(f"recording {self._next_index} is not a data: URI with ;base64,", pos)
+            if not _may_become_header(header):
+                raise self._not_a_data_uri(pos)
         self._pos = pos
         return False
+
+    def _not_a_data_uri(self, pos: int) -> ProtocolError:
+        return self._fail(f"recording {self._next_index} is not a data: URI with ;base64,", pos)
 
     def _escape_length(self, pos: int) -> int | None:
         """Length of the escape starting at ``pos``; None when the buffer ends inside it."""
@@ -455,7 +462,7 @@ class InlineRecordingParser:
             return None
         if buf[pos + 1] in _SIMPLE_ESCAPES:
             return 2
-        if _STRING_RUN.match(buf, pos, pos + 6).end() == pos + 6:
+        if _UNICODE_ESCAPE.match(buf, pos):
             return 6
         if _PARTIAL_ESCAPE.fullmatch(buf, pos):
             return None
@@ -473,20 +480,23 @@ class InlineRecordingParser:
         self._state = self._on_item_data
 
     def _on_item_data(self) -> bool:
-        """Decode the base64 of the current item: whole chunks at a time."""
+        """Decode the base64 of the current item, up to a block at a time."""
         buf, pos, item = self._buf, self._pos, self._item
         assert item is not None
-        quote = buf.find(b'"', pos)
+        # Blocks of a bounded size keep the passes over the data (escape check, unescape,
+        # decode) within the CPU cache even when a feed brings megabytes.
+        limit = min(len(buf), pos + _BLOCK_SIZE)
+        quote = buf.find(b'"', pos, limit)
         if quote < 0:
-            # Hold back an escape that the end of the chunk may have cut ("\", "\u00").
-            end = len(buf)
-            cut = buf.rfind(b"\\", max(pos, end - 5), end)
+            # Hold back an escape that the block boundary may have cut ("\", "\u00").
+            end = limit
+            cut = -1
             if cut >= 0:
                 end = cut
             if end > pos:
                 item.feed(buf[pos:end])
             self._pos = end
-            return False
+            return limit < len(buf)
         # Any '"' ends the string: an escaped one would be invalid base64 anyway.
         if quote > pos:
             item.feed(buf[pos:quote])
@@ -537,7 +547,8 @@ class _ItemDecoder:
 
     def _decode(self, b64: bytes, start: int, stop: int) -> None:
         """Decode ``b64[start:stop]``, whole quanta of base64 without escapes or whitespace."""
-        if self._padded or b64.find(b"=", start, stop - 2) >= 0:
+        # Strict mode refuses data after padding but takes "AAAA====": look at the last quantum.
+        if self._padded or b64.find(b"=", stop - 4, stop - 2) >= 0:
             raise ProtocolError(f"recording {self.index}: base64 padding before the end")
         block = b64 if start == 0 and stop == len(b64) else memoryview(b64)[start:stop]
         try:
@@ -546,7 +557,7 @@ class _ItemDecoder:
             raise ProtocolError(f"recording {self.index}: invalid base64 ({exc})") from exc
         self._padded = b64[stop - 1] == _EQUALS
         self.size += len(decoded)
-        if False:
+        if self._max_size is not None and self.size > self._max_size:
             raise TooLargeError(f"recording {self.index} is larger than {self._max_size} bytes")
         self._pieces.append(decoded)
 
@@ -558,9 +569,7 @@ class _ItemDecoder:
     def finish(self) -> int:
         """Check that the item ended on a whole base64 quantum; return its decoded size."""
         if self._carry:
-            raise ProtocolError(
-                f"recording {self.index}: base64 length is not a multiple of 4 (bad padding)"
-            )
+            raise ProtocolError(f"recording {self.index}: base64 length is not a multiple of 4 (bad padding)")
         return self.size
 
 
@@ -605,6 +614,13 @@ def _escape_value(escape: bytes) -> str:
     if len(escape) == 6:
         return chr(int(escape[2:], 16))
     return _SIMPLE_ESCAPES[escape[1]]
+
+
+def _may_become_header(header: list[str]) -> bool:
+    """Whether the start of an item can still be ``data:...;base64``: other strings fail early."""
+    if len(header) > MAX_HEADER_LENGTH:
+        return False
+    return len(header) != 5 or "".join(header).lower() == "data:"
 
 
 def _data_uri_mime(header: str) -> str | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 
 class RateLimiter:
@@ -55,3 +55,43 @@ class RateLimiter:
     def pause(self, seconds: float) -> None:
         """Hold every request for ``seconds`` (after a 429: the server's window is full)."""
         self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+
+class MultiWindowLimiter(RateLimiter):
+    """Several rolling windows at once: Kore's Analytics APIs allow 60 a minute *and* 1,800
+    an hour per bot, and breaching the hour shuts every Analytics call out until it rolls.
+
+    The shortest window is the one ``RateLimiter`` itself keeps, so ``limit``/``window`` (and
+    the pause a 429 without ``Retry-After`` causes) are the shortest window's; each longer
+    window is kept by a ``RateLimiter`` of its own, and one acquisition takes a slot in every
+    window at the same instant. The memory held is the sum of the limits, bounded.
+    """
+
+    def __init__(
+        self,
+        windows: Sequence[tuple[int, float]],
+        *,
+        margin: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not windows:
+            raise ValueError("at least one (limit, window) pair is needed")
+        ordered = sorted(windows, key=lambda pair: pair[1])
+        (limit, window), *longer = ordered
+        super().__init__(limit, window, margin=margin, clock=clock)
+        self.windows: tuple[tuple[int, float], ...] = tuple(ordered)
+        self._longer = [RateLimiter(n, w, margin=margin, clock=clock) for n, w in longer]
+
+    def delay(self) -> float:
+        """Seconds until every window has room (0 when a request may go now)."""
+        return max([super().delay(), *(inner.delay() for inner in self._longer)])
+
+    async def acquire(self) -> None:
+        """Wait until every window has a slot, and take one in each."""
+        async with self._lock:
+            while (wait := self.delay()) > 0:
+                await asyncio.sleep(wait)
+            now = self._clock()
+            self._sent.append(now)
+            for inner in self._longer:
+                inner._sent.append(now)

@@ -16,14 +16,17 @@ import os
 import signal
 import time
 from contextlib import AsyncExitStack
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from .analytics import AnalyticsClient
 from .archive import SessionArchiver
 from .client import KoreClient, api_session
 from .config import Config
+from .discovery import Discovery
 from .download import MediaDownloader, media_session
 from .errors import ArchiverError
 from .health import HealthServer
@@ -88,6 +91,7 @@ class Service:
         self.inbox: Inbox | None = None
         self.health_server: HealthServer | None = None
         self.scheduler: AsyncIOScheduler | None = None
+        self.discovery: Discovery | None = None
         self._last_tick = 0.0
         self._started = 0.0
 
@@ -125,7 +129,9 @@ class Service:
         media_http = await stack.enter_async_context(media_session(config))
         client = KoreClient(config, api_http, metrics=self.metrics)
         downloader = MediaDownloader(config, media_http, metrics=self.metrics)
-        archiver = SessionArchiver(config, client, downloader, self.metrics)
+        analytics = AnalyticsClient(client)
+        archiver = SessionArchiver(config, client, downloader, self.metrics, analytics=analytics)
+        self.discovery = Discovery(config, client, self.store, analytics=analytics)
         self.pool = WorkerPool(config, self.store, archiver, self.metrics)
         self.inbox = Inbox(
             InboxSettings(
@@ -159,6 +165,9 @@ class Service:
                           id="inbox", max_instances=1, coalesce=True)
         scheduler.add_job(self.sweep, "interval", seconds=daemon.sweep_interval,
                           id="sweep", max_instances=1, coalesce=True)
+        if self.config.discovery.enabled:
+            scheduler.add_job(self.discover, "interval", seconds=self.config.discovery.interval,
+                              id="discovery", max_instances=1, coalesce=True, next_run_time=datetime.now(timezone.utc))
         if self.config.verify.sample_interval > 0:
             scheduler.add_job(self.verify_sample, "interval", seconds=self.config.verify.sample_interval,
                               id="verify", max_instances=1, coalesce=True)
@@ -214,6 +223,18 @@ class Service:
         if self.pool is not None:
             self.pool.notify()
         self._update_status()
+
+    async def discover(self) -> None:
+        """Find new sessions through the Sessions History API and wake the workers."""
+        assert self.discovery is not None
+        try:
+            result = await self.discovery.run()
+        except ArchiverError as exc:
+            log.error("discovery failed (the watermark stays; the next run tries again): %s", exc)
+            return
+        if result.added and self.pool is not None:
+            self.pool.notify()
+        log.info("discovery: %d new sessions, %d already known", result.added, result.known)
 
     async def verify_sample(self) -> None:
         """Re-read a random sample of archived sessions; problems are logged (and counted)."""

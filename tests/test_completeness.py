@@ -56,3 +56,57 @@ async def test_verify_command_finds_damage_and_requeues(tmp_path, simulator, cap
     await Service(config, burst=True).run()
     assert await asyncio.to_thread(cli_main, ["verify", "--config", cfg, "--session", IDS[1]]) == 0
     assert await asyncio.to_thread(cli_main, ["verify", "--config", cfg, "--session", "../x"]) == 2
+
+
+async def test_daemon_discovers_sessions_and_archives_them_with_transcripts(tmp_path, simulator):
+    import time
+
+    from archiver.layout import session_dir as sdir
+
+    sim = await simulator(sessions_per_day=24, voicemail_rate=0.0, analytics_per_minute=0, analytics_per_hour=0)
+    config = make_config(
+        tmp_path, sim, discovery__enabled=True, discovery__lookback="1d", kore__fetch_transcripts=True,
+        discovery__requests_per_minute=10_000, discovery__requests_per_hour=100_000,
+    )
+    now = time.time()
+    voice = sorted(r.session_id for r in sim.population(now - 86400, now) if r.channel == "korevg" and r.visible_at <= now)
+    assert voice
+    service = Service(config)
+    task = asyncio.create_task(service.run())
+    from .conftest import wait_for
+
+    await wait_for(lambda: _done(config) >= len(voice), timeout=30, what="discovered sessions archived")
+    service.stop()
+    await task
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        queued = sorted(job.ext_id for job in store.iter_jobs())
+    assert queued == voice  # voice sessions only, each once
+    for sid in voice:
+        transcript = json.loads((sdir(config.archive.root, config.kore.bot_id, "session", sid) / "transcript.json").read_text())
+        expected = sorted(m["_id"] for m in sim.messages(sid))
+        assert sorted(m["_id"] for m in transcript["messages"]) == expected
+        assert len(transcript["text"].splitlines()) == len(expected)
+
+
+def _done(config) -> int:
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        return store.counts().get("done", 0)
+
+
+async def test_backfill_command_queues_a_past_range_once(tmp_path, simulator, capsys):
+    from datetime import datetime, timezone
+
+    from archiver.cli import run_backfill
+
+    sim = await simulator(sessions_per_day=6, analytics_per_minute=0, analytics_per_hour=0)
+    config = make_config(tmp_path, sim, discovery__page_size=4, discovery__requests_per_minute=10_000,
+                         discovery__requests_per_hour=100_000)
+    start = datetime(2026, 10, 1, tzinfo=timezone.utc)
+    end = datetime(2026, 10, 20, 23, 59, 59, tzinfo=timezone.utc)
+    voice = {r.session_id for r in sim.population(start.timestamp(), end.timestamp()) if r.channel == "korevg"}
+    assert await run_backfill(config, start, end) == 0
+    assert await run_backfill(config, start, end) == 0
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        assert {job.ext_id for job in store.iter_jobs()} == voice
+    out = capsys.readouterr().out
+    assert f"{len(voice)} queued" in out and f"{len(voice)} already known" in out

@@ -7,11 +7,13 @@ import base64
 import hashlib
 import io
 import json
+import re
 import time
 import uuid
 import warnings
 import wave
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -587,6 +589,266 @@ async def test_faults_are_deterministic_per_seed(sim_factory, http) -> None:
         sim = await sim_factory(seed=7, faults=Faults(api_5xx=0.5))
         outcomes.append([(await api(http, sim))[0] for _ in range(10)])
     assert outcomes[0] == outcomes[1] and len(set(outcomes[0])) > 1
+
+
+# -- analytics: sessions history, conversation history, their rate limit ------------------
+
+T = 1743391545.0  # 2025-03-31T03:25:45Z
+DAY = 86400.0
+
+
+def iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+async def post(
+    http: aiohttp.ClientSession,
+    sim: Simulator,
+    endpoint: str,
+    body: object = None,
+    *,
+    method: str = "POST",
+    prefix: str = "/api/public",
+    auth: str | None = "fresh",
+    **params: str,
+) -> tuple[int, CIMultiDict[str], object]:
+    """One Analytics call with a JSON body: (status, headers, parsed JSON body or text)."""
+    headers = {} if auth is None else {"auth": token() if auth == "fresh" else auth}
+    url = f"{sim.api_url}{prefix}/bot/{BOT}/{endpoint}"
+    async with http.request(method, url, params=params, headers=headers, json=body) as resp:
+        text = await resp.text()
+        try:
+            parsed: object = json.loads(text)
+        except ValueError:
+            parsed = text
+        return resp.status, resp.headers.copy(), parsed
+
+
+async def all_sessions(http, sim, body: dict, limit: int, **query: str) -> list[dict]:
+    """Every page of a getSessions query."""
+    found: list[dict] = []
+    while True:
+        status, _, page = await post(http, sim, "getSessions", {**body, "skip": len(found), "limit": limit}, **query)
+        assert status == 200, page
+        found += page["sessions"]
+        assert page["total"] >= len(found)
+        if not page["moreAvailable"]:
+            assert len(found) == page["total"]
+            return found
+
+
+async def test_get_sessions_pages_through_the_population_newest_first(sim_factory, http) -> None:
+    sim = await sim_factory(sessions_per_day=20, chat_session_rate=0.3, now=T)
+    window = {"dateFrom": iso(T - 2 * DAY), "dateTo": iso(T)}
+    expected = [r for r in sim.population(T - 2 * DAY, T) if r.visible_at <= T]
+    for prefix in ("/api/public", "/api/1.1/public"):
+        status, _, first = await post(http, sim, "getSessions", {**window, "skip": 0, "limit": 7}, prefix=prefix)
+        assert status == 200 and first["total"] == len(expected) and first["moreAvailable"] is True
+        assert len(first["sessions"]) == 7
+    sessions = await all_sessions(http, sim, window, 7)
+    assert [s["sessionId"] for s in sessions] == [r.session_id for r in expected]
+    assert [s["start_time"] for s in sessions] == sorted((s["start_time"] for s in sessions), reverse=True)
+    assert {s["channel"] for s in sessions} == {"korevg", "rtm"} and 30 <= len(sessions) <= 50
+    for entry in sessions:
+        sid = entry["sessionId"]
+        assert re.fullmatch(r"[0-9a-f]{24}", sid)
+        started = datetime.fromtimestamp(int(sid[:8], 16), tz=timezone.utc)
+        assert entry["start_time"] == started.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        assert entry["botId"] == BOT and entry["userId"] == sim.session(sid).user_id
+        assert entry["sessionStatus"] == "closed" and entry["end_time"] > entry["start_time"]
+        assert entry["containmentType"] in {"selfService", "agent", "dropOff"}
+        assert set(entry["tags"]) == {"userTags", "sessionTags"}
+    # Any listed id is an ordinary session to the recording APIs.
+    status, _, body = await api(http, sim, sessionId=sessions[0]["sessionId"])
+    assert status == 200 and body["status"] == "success"
+    assert sim.stats.api_calls[("get_sessions", 200)] >= 2 and sim.requests[-1].body is None
+    last_page = (len(sessions) - 1) // 7 * 7
+    assert sim.requests[-2].body == {**window, "skip": last_page, "limit": 7}
+
+
+async def test_get_sessions_range_ends_are_inclusive_and_pages_are_capped(sim_factory, http) -> None:
+    sim = await sim_factory(sessions_per_day=300, now=T, sessions_page_max=100)
+    newest = sim.population(T - DAY, T)[0]
+    start_time = iso(newest.start)
+    status, _, page = await post(http, sim, "getSessions", {"dateFrom": start_time, "dateTo": start_time})
+    assert status == 200 and [s["sessionId"] for s in page["sessions"]] == [newest.session_id]
+    status, _, page = await post(http, sim, "getSessions", {"dateFrom": iso(T - DAY), "dateTo": iso(T), "limit": 500})
+    assert status == 200 and len(page["sessions"]) == 100 and page["moreAvailable"] is True
+    # Without dates: the last 7 days up to now; "offset" is "skip".
+    status, _, page = await post(http, sim, "getSessions", {"offset": 3, "limit": 2})
+    expected = [r.session_id for r in sim.population(T - 7 * DAY, T) if r.visible_at <= T]
+    assert page["total"] == len(expected) and [s["sessionId"] for s in page["sessions"]] == expected[3:5]
+    status, _, page = await post(http, sim, "getSessions", {"dateFrom": "2025-03-30", "dateTo": "2025-03-31"})
+    assert page["total"] == len(sim.population(T - T % DAY - DAY, T - T % DAY))
+
+
+@pytest.mark.parametrize(
+    ("body", "query"),
+    [
+        ({"dateFrom": iso(T - 7 * DAY), "dateTo": iso(T)}, {}),  # 7 days is too long
+        ({"dateFrom": iso(T), "dateTo": iso(T - 60)}, {}),
+        ({"dateFrom": iso(T - 20 * DAY)}, {}),  # dateTo defaults to now: 20 days
+        ({"dateFrom": "yesterday", "dateTo": iso(T)}, {}),
+        ({"skip": -1}, {}),
+        ({"limit": 0}, {}),
+        ({"limit": "ten"}, {}),
+        ({"skip": True}, {}),
+        ([1, 2], {}),
+        ({"sessionId": [f"{i:024x}" for i in range(51)]}, {}),
+        ({"sessionId": "67ab573f3685d1ba99540001"}, {}),
+        ({"sessionId": ["../x"]}, {}),
+        ({"userId": "a/b"}, {}),
+        ({"sessionType": "sometimes"}, {}),
+        ({}, {"containmentType": "everything"}),
+    ],
+)
+async def test_get_sessions_bad_arguments_get_412(sim_factory, http, body, query) -> None:
+    sim = await sim_factory(sessions_per_day=5, now=T)
+    status, _, answer = await post(http, sim, "getSessions", body, **query)
+    assert (status, answer) == (412, INVALID_ARGS)
+
+
+async def test_get_sessions_scope_method_and_raw_body(sim_factory, http) -> None:
+    sim = await sim_factory(sessions_per_day=5, now=T, scopes=frozenset({"Chat History"}))
+    assert (await post(http, sim, "getSessions", {}))[::2] == (401, BAD_SCOPE)
+    assert (await post(http, sim, "getSessions", method="GET"))[0] == 405
+    sim.config.scopes = frozenset({"Bot Sessions"})
+    assert (await post(http, sim, "getMessagesV2", {"sessionId": [SID]}))[::2] == (401, BAD_SCOPE)
+    async with http.post(f"{sim.api_url}/api/public/bot/{BOT}/getSessions", data=b"{not json",
+                         headers={"auth": token(), "Content-Type": "application/json"}) as resp:
+        assert resp.status == 412
+    async with http.post(f"{sim.api_url}/api/public/bot/{BOT}/getSessions", headers={"auth": token()}) as resp:
+        assert resp.status == 200  # no body at all: the defaults
+
+
+async def test_get_sessions_filters(sim_factory, http) -> None:
+    sim = await sim_factory(sessions_per_day=40, now=T)
+    records = [r for r in sim.population(T - 3 * DAY, T)]
+    window = {"dateFrom": iso(T - 3 * DAY), "dateTo": iso(T)}
+    for kind in ("selfService", "agent", "dropOff"):
+        found = await all_sessions(http, sim, window, 50, containmentType=kind)
+        assert [s["sessionId"] for s in found] == [r.session_id for r in records if r.containment == kind]
+    user = records[5].user_id
+    found = await all_sessions(http, sim, {**window, "userId": user}, 50)
+    assert [s["sessionId"] for s in found] == [records[5].session_id]
+    assert (await post(http, sim, "getSessions", {**window, "sessionType": "non-interactive"}))[2]["total"] == 0
+    # sessionId: the listed ids in the population, whatever the dates and containmentType say.
+    old = sim.population(T - 30 * DAY, T - 29 * DAY)[0]
+    wanted = [records[2].session_id, old.session_id, SID, records[0].session_id]
+    status, _, page = await post(
+        http, sim, "getSessions", {"sessionId": wanted, "dateFrom": iso(T - DAY), "dateTo": iso(T)},
+        containmentType="agent" if old.containment != "agent" else "dropOff",
+    )
+    assert status == 200
+    assert [s["sessionId"] for s in page["sessions"]] == [records[0].session_id, records[2].session_id, old.session_id]
+
+
+async def test_late_sessions_are_listed_after_the_delay(sim_factory, http) -> None:
+    sim = await sim_factory(sessions_per_day=200, late_session_rate=0.5, late_session_delay=3600.0, now=T)
+    window = {"dateFrom": iso(T - 2 * 3600), "dateTo": iso(T)}
+    records = sim.population(T - 2 * 3600, T)
+    late = {r.session_id for r in records if r.late and r.start > T - 3600}
+    assert late and all(r.visible_at == r.start + 3600 for r in records if r.late)
+    listed = {s["sessionId"] for s in await all_sessions(http, sim, window, 100)}
+    assert listed == {r.session_id for r in records} - late
+    sim.config.now = T + 3600
+    listed = {s["sessionId"] for s in await all_sessions(http, sim, window, 100)}
+    assert listed == {r.session_id for r in records}
+    # A session still going on has no end yet.
+    current = next(r for r in records if not r.late)
+    sim.config.now = current.start + 1
+    status, _, page = await post(http, sim, "getSessions", {"sessionId": [current.session_id]})
+    assert status == 200
+    (entry,) = page["sessions"]
+    assert entry["sessionStatus"] == "active" and entry["end_time"] is None
+
+
+async def test_get_messages_pages_newest_first(sim_factory, http) -> None:
+    sim = await sim_factory(sessions_per_day=40, now=T)
+    voice = next(r for r in sim.population(T - DAY, T) if r.channel == "korevg" and len(sim.messages(r.session_id)) > 8)
+    chat = next(r for r in sim.population(T - DAY, T) if r.channel == "rtm")
+    expected = sim.messages(voice.session_id)
+    assert 3 <= len(expected) <= 30 and expected[0]["type"] == "outgoing" and expected[1]["type"] == "incoming"
+    assert all(m["sessionId"] == voice.session_id and m["components"][0]["cT"] == "text" for m in expected)
+    assert all(voice.start < m["timestampValue"] / 1000 <= voice.end for m in expected)
+    found: list[dict] = []
+    while True:
+        body = {"sessionId": [voice.session_id], "skip": len(found), "limit": 4, "channelType": "korevg"}
+        status, _, page = await post(http, sim, "getMessagesV2", body)
+        assert status == 200 and page["total"] == len(expected)
+        found += page["messages"]
+        if not page["moreAvailable"]:
+            break
+    assert found == expected[::-1]
+    # GET takes the same arguments in the query, and lists chat (rtm) messages unless told otherwise.
+    query = {"sessionId": f"{voice.session_id},{chat.session_id}", "limit": "10000"}
+    status, _, page = await post(http, sim, "getMessagesV2", method="GET", **query)
+    assert status == 200 and page["messages"] == sim.messages(chat.session_id)[::-1]
+    status, _, page = await post(http, sim, "getMessagesV2", method="GET", channelType="korevg", **query)
+    assert page["messages"] == expected[::-1]
+    middle = expected[len(expected) // 2]["createdOn"]
+    body = {"sessionId": [voice.session_id], "channelType": "korevg", "dateFrom": middle}
+    status, _, page = await post(http, sim, "getMessagesV2", body)
+    assert page["messages"] == [m for m in expected if m["createdOn"] >= middle][::-1]
+    assert sim.messages(voice.session_id) == Simulator(SimConfig(sessions_per_day=40)).messages(voice.session_id)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"sessionId": []}, {"sessionId": ["a/b"]}, {"sessionId": [SID], "channelType": "KORE VG"},
+     {"sessionId": [SID], "limit": 0}, {"sessionId": [SID], "dateFrom": "soon"}],
+)
+async def test_get_messages_bad_arguments_get_412(sim, http, body) -> None:
+    assert (await post(http, sim, "getMessagesV2", body))[::2] == (412, INVALID_ARGS)
+
+
+async def test_analytics_rate_limit_has_a_minute_and_an_hour(sim_factory, http) -> None:
+    sim = await sim_factory(sessions_per_day=5, now=T, rate_limit=1, rate_window=30.0, analytics_per_minute=3,
+                            analytics_minute_window=0.3, analytics_per_hour=5, analytics_hour_window=1.2)
+    started = time.monotonic()
+    calls = ["getSessions", "getMessagesV2", "getSessions"]  # one group for both endpoints
+    for endpoint in calls:
+        assert (await post(http, sim, endpoint, {"sessionId": [SID]}))[0] == 200
+    status, headers, body = await post(http, sim, "getSessions", {})
+    assert (status, body) == (429, {"errors": [{"msg": RATE_MSG, "code": 429}]}) and headers["Retry-After"] == "1"
+    # The Contact Center group is counted apart, both ways.
+    assert (await api(http, sim))[0] == 200 and (await api(http, sim))[0] == 429
+    assert (sim.stats.rate_limited, sim.stats.analytics_rate_limited) == (1, 1)
+    deadline = time.monotonic() + 5
+    while (await post(http, sim, "getSessions", {}))[0] == 429:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    assert time.monotonic() - started >= 0.29  # the minute window rolled
+    assert (await post(http, sim, "getSessions", {}))[0] == 200  # five in the hour now
+    hour_full = time.monotonic()
+    statuses = []
+    while time.monotonic() - hour_full < 0.4:  # the minute window rolls again; the hour does not
+        statuses.append((await post(http, sim, "getSessions", {}))[0])
+        await asyncio.sleep(0.02)
+    assert set(statuses) == {429}
+    while (await post(http, sim, "getSessions", {}))[0] == 429:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    assert time.monotonic() - started >= 1.19
+    refused = [r for r in sim.requests if r.status == 429]
+    assert sim.stats.analytics_rate_limited == len(refused) - 1 > len(statuses)
+    assert sim.stats.api_calls[("get_sessions", 429)] == len(refused) - 1
+
+
+def test_population_is_deterministic() -> None:
+    a = Simulator(SimConfig(seed=3, sessions_per_day=10))
+    b = Simulator(SimConfig(seed=3, sessions_per_day=10, late_session_rate=0.5))
+    c = Simulator(SimConfig(seed=4, sessions_per_day=10))
+    start, end = T - 5 * DAY, T
+    ids = [r.session_id for r in a.population(start, end)]
+    assert len(ids) in range(45, 61) and ids == [r.session_id for r in b.population(start, end)]
+    assert ids != [r.session_id for r in c.population(start, end)]
+    assert any(r.late for r in b.population(start, end)) and not any(r.late for r in a.population(start, end))
+    assert all(a.record(i) == r for i, r in zip(ids, a.population(start, end)))
+    assert a.record(SID).channel == "korevg" and a.record(SID).start == int(SID[:8], 16)
+    assert Simulator(SimConfig()).population(start, end) == []
+    voice_only = Simulator(SimConfig(sessions_per_day=50, chat_session_rate=0.0))
+    assert {r.channel for r in voice_only.population(start, end)} == {"korevg"}
 
 
 # -- content and determinism ----------------------------------------------------------------

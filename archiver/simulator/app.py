@@ -6,27 +6,50 @@ it does not serve, and every request then goes through the same gate, in Kore's 
 
     auth (401) -> injected 429 -> rate limit (429) -> injected 5xx -> handler (412 / 200)
 
-Adding the Analytics endpoints is a new row and a new limit group in ``_limit_windows``.
+Two limit groups: Contact Center (recordings, delete, voicemail; per account) and Analytics
+(getSessions, getMessagesV2; per bot, a minute and an hour window at once).
+
+The Analytics endpoints serve the population of ``analytics.py``:
+
+- ``POST getSessions``: body ``dateFrom``/``dateTo`` (``yyyy-mm-dd`` or ISO 8601; both ends
+  included; ``dateTo`` defaults to now and ``dateFrom`` to 7 days before it; an explicit range
+  of 7 days or more is a 412), ``skip`` (or ``offset``), ``limit`` (cut to
+  ``sessions_page_max``), ``userId``, ``sessionType``, or ``sessionId`` (up to 50 ids; every
+  other filter, dates and ``containmentType`` included, is then ignored). Query
+  ``containmentType``. Only sessions visible at ``now`` are listed, newest first. There is no
+  channel filter, as in Kore's reference: a client keeps the channel it wants itself.
+- ``GET|POST getMessagesV2``: ``sessionId`` (a JSON array in the body; comma-separated or
+  repeated in the query), ``skip``/``offset``, ``limit`` (at most 10,000), ``dateFrom``/
+  ``dateTo`` (on ``createdOn``), ``channelType`` (default ``rtm``, as Kore's GET: a voice
+  transcript needs ``korevg``). Newest first.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
-from . import auth, bodies, sessions
+from . import analytics, auth, bodies, sessions
 from .bodies import kore_error
 from .ratelimit import retry_after_header
-from .spec import MediaSpec, SimConfig
-from .state import ENDPOINT, SimState, recording_middleware
+from .spec import MediaSpec, SessionRecord, SimConfig
+from .state import ENDPOINT, SEEN, SimState, recording_middleware
 from .transfer import Ending, send_body
 
 PREFIXES = ("/api/public", "/api/1.1/public")
 CONTACT_CENTER = "contact_center"
+ANALYTICS = "analytics"
+MAX_WINDOW = 7 * 86400.0  # getSessions: an explicit dateFrom..dateTo must be shorter
+MAX_SESSION_IDS = 50  # getSessions' sessionId filter
+MAX_MESSAGES_PAGE = 10_000  # getMessagesV2's largest page
+MAX_MESSAGE_SESSIONS = 100
+_CHANNEL = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,254}")
 _SERVER_ERRORS = (500, 502, 503)
@@ -62,10 +85,10 @@ class Api:
         if refusal:
             return kore_error(401, refusal)
         if state.roll("api_429"):
-            return self._too_many(1.0)
+            return self._too_many(1.0, endpoint.limit_group)
         wait = state.limiter.acquire(*_limit_windows(endpoint.limit_group, cfg), time.monotonic())
         if wait is not None:
-            return self._too_many(wait)
+            return self._too_many(wait, endpoint.limit_group)
         if state.roll("api_5xx"):
             status = state.choice(_SERVER_ERRORS)
             return web.Response(status=status, text=f"{status} simulated server error")
@@ -74,8 +97,11 @@ class Api:
         except InvalidArguments:
             return kore_error(412, bodies.VALIDATION_MSG)
 
-    def _too_many(self, wait: float) -> web.Response:
-        self.state.stats.rate_limited += 1
+    def _too_many(self, wait: float, group: str) -> web.Response:
+        if group == ANALYTICS:
+            self.state.stats.analytics_rate_limited += 1
+        else:
+            self.state.stats.rate_limited += 1
         headers = {"Retry-After": retry_after_header(wait)} if self.state.config.retry_after_header else None
         return kore_error(429, bodies.RATE_LIMIT_MSG, headers)
 
@@ -129,7 +155,81 @@ class Api:
         key = sessions.voicemail_key(self.state.config, session_id)
         return bodies.json_response({"status": "success", key: bodies.media_entries(files), "transcriptions": records})
 
+    async def get_sessions(self, request: web.Request) -> web.Response:
+        """The sessions history: the population's visible sessions, newest first, a page at a time."""
+        state, cfg = self.state, self.state.config
+        args = await _json_body(request)
+        now = state.now()
+        skip, limit = _page(args, default=cfg.sessions_page_max, cap=cfg.sessions_page_max)
+        if "sessionId" in args:
+            records = self._sessions_by_id(args["sessionId"])
+        else:
+            records = self._sessions_by_filter(args, request.query.get("containmentType"), now)
+        records = [r for r in records if r.visible_at <= now]
+        page = records[skip : skip + limit]
+        return bodies.json_response({
+            "total": len(records),
+            "moreAvailable": skip + len(page) < len(records),
+            "sessions": [analytics.session_entry(cfg, r, now) for r in page],
+        })
+
+    async def get_messages(self, request: web.Request) -> web.Response:
+        """A conversation history: the messages of the given sessions on one channel, newest first."""
+        args = await _json_body(request) if request.method == "POST" else _query_args(request)
+        session_ids = _session_ids(args.get("sessionId"), MAX_MESSAGE_SESSIONS)
+        channel = args.get("channelType", analytics.CHAT)
+        if not isinstance(channel, str) or not _CHANNEL.fullmatch(channel):
+            raise InvalidArguments
+        skip, limit = _page(args, default=100, cap=MAX_MESSAGES_PAGE)
+        date_from, date_to = _date(args, "dateFrom", None), _date(args, "dateTo", None)
+        found = [
+            m
+            for sid in dict.fromkeys(session_ids)
+            if self.state.record(sid).channel == channel
+            for m in self.state.messages(sid)
+            if (date_from is None or m["timestampValue"] >= date_from * 1000)
+            and (date_to is None or m["timestampValue"] <= date_to * 1000)
+        ]
+        found.sort(key=lambda m: (m["timestampValue"], m["_id"]), reverse=True)
+        page = found[skip : skip + limit]
+        more = skip + len(page) < len(found)
+        return bodies.json_response({"total": len(found), "moreAvailable": more, "messages": page})
+
     # -- helpers -------------------------------------------------------------------------
+
+    def _sessions_by_id(self, value: Any) -> list[SessionRecord]:
+        """getSessions' sessionId filter: the population's sessions among the ids."""
+        wanted = _session_ids(value, MAX_SESSION_IDS)
+        records = []
+        for sid in dict.fromkeys(wanted):
+            record = self.state.record(sid)
+            if record in self.state.population(record.start, record.start):
+                records.append(record)
+        return analytics.newest_first(records)
+
+    def _sessions_by_filter(self, args: dict[str, Any], containment: str | None, now: float) -> list[SessionRecord]:
+        """getSessions' date range and filters."""
+        if containment is not None and containment not in analytics.CONTAINMENT_TYPES:
+            raise InvalidArguments
+        date_to = _date(args, "dateTo", now)
+        date_from = _date(args, "dateFrom", None)
+        if date_from is None:
+            date_from = date_to - MAX_WINDOW
+        elif not 0 <= date_to - date_from < MAX_WINDOW:
+            raise InvalidArguments
+        user_id = args.get("userId")
+        if user_id is not None and (not isinstance(user_id, str) or not _USER_ID.fullmatch(user_id)):
+            raise InvalidArguments
+        session_type = args.get("sessionType")
+        if session_type not in (None, "interactive", "non-interactive"):
+            raise InvalidArguments
+        if session_type == "non-interactive":
+            return []  # every simulated session has user messages
+        return [
+            r
+            for r in self.state.population(date_from, date_to)
+            if (user_id is None or r.user_id == user_id) and (containment is None or r.containment == containment)
+        ]
 
     def _sessions(self, request: web.Request) -> list[str]:
         """The session ids a request is about: ``sessionId``, else all of ``userId``'s."""
@@ -149,19 +249,90 @@ class Api:
 
 
 _RECORDINGS, _VOICEMAIL, _DELETE = "SmartAssist Recordings", "SmartAssist Voicemail", "Delete Recordings"
+_SESSIONS, _HISTORY = "Bot Sessions", "Chat History"
 ENDPOINTS = (
     Endpoint("v1_recordings", "GET", "/recordings", _RECORDINGS, CONTACT_CENTER, Api.v1_recordings),
     Endpoint("v2_recordings", "GET", "/v2/recordings", _RECORDINGS, CONTACT_CENTER, Api.v2_recordings),
     Endpoint("delete_recordings", "DELETE", "/v2/recordings", _DELETE, CONTACT_CENTER, Api.delete_recordings),
     Endpoint("voicemail", "GET", "/voicemail", _VOICEMAIL, CONTACT_CENTER, Api.voicemail),
+    Endpoint("get_sessions", "POST", "/getSessions", _SESSIONS, ANALYTICS, Api.get_sessions),
+    Endpoint("get_messages", "GET", "/getMessagesV2", _HISTORY, ANALYTICS, Api.get_messages),
+    Endpoint("get_messages", "POST", "/getMessagesV2", _HISTORY, ANALYTICS, Api.get_messages),
 )
 
 
-def _limit_windows(group: str, cfg: SimConfig) -> tuple[str, list[tuple[int, float]]]:
+def _limit_windows(group: str, cfg: SimConfig) -> tuple[Hashable, list[tuple[int, float]]]:
     """The limiter key and (limit, window) pairs of a limit group, read from the config now."""
     if group == CONTACT_CENTER:
         return group, [(cfg.rate_limit, cfg.rate_window)]  # one account per simulator
+    if group == ANALYTICS:
+        windows = [
+            (cfg.analytics_per_minute, cfg.analytics_minute_window),
+            (cfg.analytics_per_hour, cfg.analytics_hour_window),
+        ]
+        return (group, cfg.bot_id), windows
     raise KeyError(group)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    """A POST's JSON object (an empty body is ``{}``), recorded on the request's SeenRequest."""
+    raw = await request.read()
+    try:
+        args = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        raise InvalidArguments from None
+    if not isinstance(args, dict):
+        raise InvalidArguments
+    seen = request.get(SEEN)
+    if seen is not None:
+        seen.body = args
+    return args
+
+
+def _query_args(request: web.Request) -> dict[str, Any]:
+    """A GET's arguments; ``sessionId`` may be repeated or comma-separated."""
+    args: dict[str, Any] = {k: v for k, v in request.query.items() if k != "sessionId"}
+    ids = [part for value in request.query.getall("sessionId", []) for part in value.split(",")]
+    if ids:
+        args["sessionId"] = ids
+    return args
+
+
+def _session_ids(value: Any, most: int) -> list[str]:
+    """A non-empty list of at most ``most`` valid session ids, or 412."""
+    if not isinstance(value, list) or not 1 <= len(value) <= most:
+        raise InvalidArguments
+    if not all(isinstance(v, str) and _SESSION_ID.fullmatch(v) for v in value):
+        raise InvalidArguments
+    return value
+
+
+def _page(args: dict[str, Any], *, default: int, cap: int) -> tuple[int, int]:
+    """``skip`` (or ``offset``) and ``limit``; a limit over ``cap`` is cut to it."""
+    skip = _integer(args.get("skip", args.get("offset", 0)))
+    limit = _integer(args.get("limit", default))
+    if skip < 0 or limit < 1:
+        raise InvalidArguments
+    return skip, min(limit, cap)
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool):
+        raise InvalidArguments
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit() and len(value) <= 12:
+        return int(value)
+    raise InvalidArguments
+
+
+def _date(args: dict[str, Any], name: str, default: float | None) -> float | None:
+    if name not in args:
+        return default
+    try:
+        return analytics.parse_date(args[name])
+    except ValueError:
+        raise InvalidArguments from None
 
 
 def _combined_status(statuses: list[str]) -> str:

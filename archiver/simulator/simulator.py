@@ -10,7 +10,7 @@ from types import TracebackType
 from aiohttp import web
 
 from . import app, content, media
-from .spec import Faults, MediaSpec, SeenRequest, SessionSpec, SimConfig, SimStats
+from .spec import Faults, MediaSpec, SeenRequest, SessionRecord, SessionSpec, SimConfig, SimStats
 from .state import SimState
 
 # In-flight answers (a slow body, say) get this long to finish when the simulator closes.
@@ -102,6 +102,23 @@ class Simulator:
     def user_sessions(self, user_id: str) -> list[str]:
         """The (two) session ids that belong to ``user_id``."""
         return self._state.user_sessions(user_id)
+
+    def now(self) -> float:
+        """The tenant's clock for the Analytics population (``config.now``, else the wall clock)."""
+        return self._state.now()
+
+    def population(self, start: float, end: float) -> list[SessionRecord]:
+        """Every session of the Analytics population started in [start, end] (Unix seconds),
+        newest first, whether getSessions lists it yet or not (``visible_at``)."""
+        return self._state.population(start, end)
+
+    def record(self, session_id: str) -> SessionRecord:
+        """The sessions-history record of a session id (ids outside the population are voice)."""
+        return self._state.record(session_id)
+
+    def messages(self, session_id: str) -> list[dict]:
+        """The conversation getMessagesV2 serves for ``session_id``, oldest first."""
+        return self._state.messages(session_id)
 
     def media_sha256(self, media: MediaSpec) -> str:
         """Hex sha256 of the full bytes served for ``media`` (computed once)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 DEFAULT_SCOPES = frozenset(
     {"SmartAssist Recordings", "SmartAssist Voicemail", "Delete Recordings", "Bot Sessions", "Chat History"}
@@ -78,6 +79,36 @@ class SimConfig:
     seed: int = 0
     faults: Faults = field(default_factory=Faults)
     sessions: dict[str, SessionSpec] = field(default_factory=dict)
+    # The Analytics APIs (getSessions, getMessagesV2): a population of sessions over time.
+    sessions_per_day: int = 0  # sessions started per UTC day; 0: the sessions history is empty
+    chat_session_rate: float = 0.25  # fraction of them on the "rtm" chat channel, the rest "korevg" voice
+    late_session_rate: float = 0.0  # fraction listed only late_session_delay seconds after they started
+    late_session_delay: float = 3600.0
+    sessions_page_max: int = 100  # getSessions serves at most this many per page (larger limits are cut)
+    now: float | None = None  # the tenant's clock (Unix seconds) for the population; None: wall clock
+    # Analytics rate limit per bot: both rolling windows at once, separate from the Contact Center one.
+    analytics_per_minute: int = 60  # 0 disables this window
+    analytics_minute_window: float = 60.0
+    analytics_per_hour: int = 1800  # 0 disables this window
+    analytics_hour_window: float = 3600.0
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """One session of the Analytics population, as the sessions history knows it."""
+
+    session_id: str  # a 24-hex ObjectId whose first 8 hex digits are ``start``
+    start: float  # Unix seconds
+    end: float
+    channel: str  # "korevg" (voice) or "rtm" (chat)
+    user_id: str
+    containment: str  # "selfService" | "agent" | "dropOff"
+    visible_at: float  # when getSessions starts listing it (after ``start`` for late arrivals)
+
+    @property
+    def late(self) -> bool:
+        """True when the session reaches the sessions history after it started."""
+        return self.visible_at > self.start
 
 
 @dataclass
@@ -90,6 +121,8 @@ class SeenRequest:
     query: dict[str, str]
     headers: dict[str, str]
     status: int = 0
+    at: float = 0.0  # time.monotonic() when it arrived
+    body: Any = None  # the parsed JSON body of an Analytics request, None for the others
 
 
 @dataclass
@@ -107,7 +140,8 @@ class SimStats:
     """
 
     api_calls: Counter[tuple[str, int]] = field(default_factory=Counter)
-    rate_limited: int = 0
+    rate_limited: int = 0  # 429s of the Contact Center group (recordings, delete, voicemail)
+    analytics_rate_limited: int = 0  # 429s of the Analytics group (getSessions, getMessagesV2)
     media_bytes_served: Counter[str] = field(default_factory=Counter)
     media_completions: Counter[str] = field(default_factory=Counter)
     media_ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)

@@ -14,16 +14,17 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from . import content, sessions
+from . import analytics, content, sessions
 from .auth import JtiStore
 from .ratelimit import RollingLimiter
 from .signing import Signer
-from .spec import MediaSpec, SeenRequest, SessionSpec, SimConfig, SimStats
+from .spec import MediaSpec, SeenRequest, SessionRecord, SessionSpec, SimConfig, SimStats
 
 KINDS = {"recording": "rec", "voicemail": "vm"}
 _TOKEN_KIND = {v: k for k, v in KINDS.items()}
 _MEDIA_PATH = re.compile(r"/api/getMediaStream/smartassistrecording/SIM/([^/]+)/([^/]+)/(rec|vm)-(\d{1,6})\.wav")
 ENDPOINT = "sim.endpoint"  # request key (a plain string: aiohttp < 3.14 has no RequestKey)
+SEEN = "sim.seen"  # request key: the SeenRequest being recorded
 # How long a handed-out URL has been dead when the expired_url fault fires.
 _EXPIRED_BY = 3600
 
@@ -91,6 +92,24 @@ class SimState:
         """Remove the session's call recordings (voicemails stay, as with Kore)."""
         self.stats.deleted.add(session_id)
 
+    # -- analytics -------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The tenant's clock for the Analytics population: ``config.now`` or the wall clock."""
+        return time.time() if self.config.now is None else self.config.now
+
+    def population(self, start: float, end: float) -> list[SessionRecord]:
+        """Every session of the population started in [start, end], newest first."""
+        return analytics.population(self.config, start, end)
+
+    def record(self, session_id: str) -> SessionRecord:
+        """The sessions-history record of any session id."""
+        return analytics.record_of(self.config, session_id)
+
+    def messages(self, session_id: str) -> list[dict]:
+        """The conversation of ``session_id``, oldest first."""
+        return analytics.messages(self.config, self.record(session_id))
+
     # -- media -----------------------------------------------------------------------------
 
     def media_path(self, session_id: str, kind: str = "recording", index: int = 0) -> str:
@@ -156,8 +175,11 @@ def recording_middleware(
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        seen = SeenRequest(server, request.method, request.path, dict(request.query), dict(request.headers))
+        seen = SeenRequest(
+            server, request.method, request.path, dict(request.query), dict(request.headers), at=time.monotonic()
+        )
         state.requests.append(seen)
+        request[SEEN] = seen
         delay = latency()
         if delay > 0:
             await asyncio.sleep(delay)
