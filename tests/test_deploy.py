@@ -42,7 +42,7 @@ CRONJOB = KUBERNETES / "cronjob.yaml"
 CRONTAB = DEPLOY / "cron" / "crontab.example"
 DROP_IDS = DEPLOY / "inbox" / "drop-ids.sh"
 ARCHIVERCTL = SYSTEMD / "archiverctl"
-DEPLOY_README = DEPLOY / "README.md"
+DEPLOY_README = REPO / "README.md"  # its Deploy section is the deploy guide
 EXAMPLE_CONFIG = REPO / "config" / "archiver.example.toml"
 
 SERVICES = ("archiver.service", "archiver-once.service")
