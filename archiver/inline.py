@@ -71,16 +71,11 @@ _SIMPLE_ESCAPES = {
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _MIME = re.compile(f"{_TOKEN}/{_TOKEN}")
 
-# Inside base64: any escape but "\/" (and a string ending in a backslash) needs the slow path.
+# Inside base64: any escape but "\/" (or a string ending in a backslash) needs _unescape.
 _NOT_SLASH_ESCAPE = re.compile(rb"\\[^/]")
 _ANY_ESCAPE = re.compile(rb'\\(?:u[0-9a-fA-F]{4}|["\\/bfnrt])')
-# Escapes that encoders put in base64 for real: escaped "/", "+", "=" and line wrapping.
-_COMMON_ESCAPES = (
-    (b"\\n", b""), (b"\\r", b""), (b"\\t", b""),
-    (b"\\u002f", b"/"), (b"\\u002F", b"/"), (b"\\u002b", b"+"), (b"\\u002B", b"+"),
-    (b"\\u003d", b"="), (b"\\u003D", b"="),
-)  # fmt: skip
 _BASE64_WHITESPACE = frozenset(" \t\r\n")
+_BASE64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
 _NOT_BASE64 = b"\x80"  # stands in for a decoded character that cannot be base64
 
 # Base64 is decoded in blocks of at most this many body bytes (see _on_item_data).
@@ -163,7 +158,12 @@ class InlineRecordingParser:
         return held
 
     def feed(self, chunk: bytes) -> list[Event]:
-        """Parse the next piece of the body; return the events it completes, in order."""
+        """Parse the next piece of the body; return the events it completes, in order.
+
+        Raises ProtocolError for a malformed body and TooLargeError for a recording over
+        ``max_item_size``, as soon as the chunk that shows it arrives; the parser is then
+        spent and every later call raises too.
+        """
         self._check_usable()
         self._buf = self._buf + chunk if self._buf else bytes(chunk)
         events = self._events = []
@@ -490,7 +490,7 @@ class InlineRecordingParser:
         if quote < 0:
             # Hold back an escape that the block boundary may have cut ("\", "\u00").
             end = limit
-            cut = -1
+            cut = buf.rfind(b"\\", max(pos, end - 5), end)
             if cut >= 0:
                 end = cut
             if end > pos:
@@ -590,23 +590,27 @@ def _clean_base64(raw: bytes) -> bytes:
 
 
 def _unescape(raw: bytes) -> bytes:
-    if b"\\\\" not in raw:
-        # Without "\\" every backslash starts an escape, so these replacements cannot
-        # overlap or create new escapes.
-        raw = raw.replace(b"\\/", b"/")
-        for escape, value in _COMMON_ESCAPES:
-            if escape in raw:
-                raw = raw.replace(escape, value)
-        if b"\\" not in raw:
-            return raw
-    return _ANY_ESCAPE.sub(_escape_in_base64, raw)
+    """Decode the JSON escapes in a piece of a base64 string, one kind of escape at a time."""
+    if b"\\\\" in raw or raw.endswith(b"\\"):
+        # A backslash, escaped or cut: invalid base64 either way, only the error is left.
+        return _ANY_ESCAPE.sub(_base64_value, raw)
+    # Now every backslash starts an escape, so replacing all of one kind can neither hit
+    # part of another escape nor make a new one. Encoders use one or two kinds ("\n",
+    # "\u002f"), each done in one pass; what is left is "\/", for the one-byte delete.
+    while found := _NOT_SLASH_ESCAPE.search(raw):
+        escape = _ANY_ESCAPE.match(raw, found.start())
+        if escape is None:
+            return raw  # not a JSON escape: left for a2b_base64 to reject
+        raw = raw.replace(escape[0], _base64_value(escape))
+    return raw.replace(b"\\", b"")
 
 
-def _escape_in_base64(match: re.Match[bytes]) -> bytes:
-    ch = _escape_value(match[0])
+def _base64_value(escape: re.Match[bytes]) -> bytes:
+    """What an escape inside base64 contributes: its character, nothing for whitespace."""
+    ch = _escape_value(escape[0])
     if ch in _BASE64_WHITESPACE:
         return b""
-    return ch.encode("ascii") if ch.isascii() else _NOT_BASE64
+    return ch.encode() if ch in _BASE64_ALPHABET else _NOT_BASE64
 
 
 def _escape_value(escape: bytes) -> str:

@@ -422,7 +422,11 @@ BAD_BODIES = {
     "escaped quote after whole quanta": b'{"recording": ["data:a/b;base64,AAAA\\"]}',
     # "\\nr" is a backslash then "nr"; replacing escapes blindly would drop all three.
     "escaped backslash": body_with("data:audio/wav;base64,AA\\\\nrAA"),
+    # Replacing "\n" everywhere would also take the second backslash of "\\" and the "n".
+    "escaped backslash after an escape": body_with("data:audio/wav;base64,AA\\n\\\\nrAA"),
     "invalid escape": body_with("data:audio/wav;base64,AA\\xAA"),
+    # "\u005c" is a backslash, which must not go on to form an escape with the "n".
+    "unicode-escaped backslash": body_with("data:audio/wav;base64,AA\\u005cnAA"),
     "escaped form feed": body_with("data:audio/wav;base64,AAAA\\f"),
     "raw newline": body_with("data:audio/wav;base64,AAAA\nAAAA"),
     "raw tab": body_with("data:audio/wav;base64,AAAA\tAAAA"),
