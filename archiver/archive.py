@@ -8,6 +8,7 @@ the part files, and its presence means the session is archived.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -112,8 +113,7 @@ class SessionArchiver:
     ) -> SessionResult:
         """Archive one session. Raises NotReadyError, TransientError or PermanentError otherwise."""
         directory = self.directory(id_type, ext_id)
-        directory.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(directory)
+        await asyncio.to_thread(_prepare_directory, directory)
         manifest_path = directory / MANIFEST
         if force and _deleted_at_source(manifest_path):
             raise PermanentError(
@@ -247,7 +247,7 @@ class SessionArchiver:
         self, items: tuple[MediaItem, ...], target: Path, kind: str, api: str, refresh: Any, ext_id: str
     ) -> list[dict[str, Any]]:
         """Download each item, asking for fresh URLs when one is refused or expired."""
-        target.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
         directory = target.parent
         taken: set[str] = set()
         names = [safe_filename(item.file_name, f"{kind}-{i + 1}.wav", taken) for i, item in enumerate(items)]
@@ -314,9 +314,7 @@ class SessionArchiver:
             "files": sorted(files, key=lambda f: f["path"]),
         }
         await write_json(directory / MANIFEST, manifest)
-        for name in parts:
-            part_file(directory, name).unlink(missing_ok=True)
-        fsync_dir(directory)
+        await asyncio.to_thread(_remove_part_files, directory, list(parts))
         result = _result_from_manifest(directory, manifest)
         if failed:
             result.outcome = "failed"
@@ -395,6 +393,24 @@ def _match_items(old: tuple[MediaItem, ...], fresh: tuple[MediaItem, ...]) -> tu
             raise TransientError("a media file disappeared from the API's answer while refreshing URLs")
         matched.append(replacement)
     return tuple(matched)
+
+
+def _prepare_directory(directory: Path) -> None:
+    """Create the session directory and clear what an interrupted attempt left in it.
+
+    Run in a thread, as are the other directory changes here: while other sessions fsync
+    their files, creating or removing a name waits for the file system's journal, and the
+    event loop must not wait with it.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(directory)
+
+
+def _remove_part_files(directory: Path, parts: list[str]) -> None:
+    """The manifest now holds what the part files held: remove them, durably."""
+    for name in parts:
+        part_file(directory, name).unlink(missing_ok=True)
+    fsync_dir(directory)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

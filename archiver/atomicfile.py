@@ -5,7 +5,9 @@ Every archive file is written as ``.<name>.<random>.incomplete`` in its final di
 final name and the directory fsynced. So a file that carries its final name is complete,
 and a crash leaves only temp files, which :func:`remove_stale_temps` clears. sha256 and size
 are computed while writing, in the same worker-thread hop as the write, so hashing a large
-stream overlaps the network read of the next chunk.
+stream overlaps the network read of the next chunk. A large file's pages are handed to the
+disk as it grows (see ``WRITEBACK_EVERY``), so the fsync of ``commit()`` finds little left to
+write.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,13 @@ from .errors import DiskFullError, ProtocolError
 TEMP_SUFFIX = ".incomplete"
 FILE_MODE = 0o640
 _FULL = {errno.ENOSPC, errno.EDQUOT}
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+# Once this much has been written since the last time, ask the kernel to start writing it to
+# the disk. Otherwise a large file sits dirty in memory until commit()'s fsync, which then
+# waits for all of it: for a 1 GiB file, a second of disk time after the last byte arrived.
+WRITEBACK_EVERY = 8 * 1024 * 1024
+# writev() takes at most IOV_MAX (1024 on Linux) buffers; more pieces are joined first.
+_MAX_PIECES = 512
 
 
 def _disk_error(exc: OSError, path: Path) -> Exception:
@@ -62,15 +72,26 @@ def remove_stale_temps(directory: Path) -> int:
 
 
 class AtomicFile:
-    """A file being written; ``commit()`` gives it its final name, anything else removes it."""
+    """A file being written; ``commit()`` gives it its final name, anything else removes it.
+
+    The temp file is created by the first write (or by ``commit()``), in a worker thread like
+    every other disk operation here: creating a name can wait on the file system's journal
+    while other files are being fsynced, and the event loop must not wait with it. A small
+    file handed whole to ``commit(tail=...)`` costs one thread hop: create, write, fsync,
+    rename, fsync the directory.
+    """
 
     def __init__(self, final_path: Path) -> None:
         self.final_path = final_path
         self.temp_path = final_path.parent / temp_name(final_path.name)
-        self._fd: int | None = None
+        self._fd: int | None = None  # set and used by the worker threads, one hop at a time
         self._hash = hashlib.sha256()
         self.size = 0
+        self._written = 0  # bytes the writer thread has written (self.size counts queued ones)
+        self._advised = (0, 0)  # where the last two ranges given to _start_writeback end
         self._pending: asyncio.Future[None] | None = None
+        self._failed: Exception | None = None  # a write failed: the file lacks bytes size counts
+        self._committed = False
         self._loop = asyncio.get_running_loop()
 
     async def __aenter__(self) -> "AtomicFile":
@@ -78,79 +99,144 @@ class AtomicFile:
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self._fd is not None or self.temp_path.exists():
+        if not self._committed:
             await self.abort()
 
     async def open(self) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        try:
-            self._fd = os.open(self.temp_path, flags, FILE_MODE)
-        except OSError as exc:
-            raise _disk_error(exc, self.final_path) from exc
+        """Nothing to do yet: the first write creates the temp file."""
 
     @property
     def sha256(self) -> str:
         return self._hash.hexdigest()
 
-    def _write_sync(self, data: bytes | memoryview) -> None:
-        assert self._fd is not None
-        view = memoryview(data)
+    def _write_sync(self, pieces: Sequence[bytes]) -> None:
+        if self._fd is None:
+            self._fd = _create(self.temp_path, self.final_path)
         try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            self._written += _write_all(self._fd, pieces)
+            if self._written - self._advised[1] >= WRITEBACK_EVERY:
+                self._start_writeback()
         except OSError as exc:
             raise _disk_error(exc, self.final_path) from exc
-        self._hash.update(data)
+        for piece in pieces:
+            self._hash.update(piece)
+
+    def _start_writeback(self) -> None:
+        """Start the disk write of what was written since the last call (not waiting for it).
+
+        On Linux, POSIX_FADV_DONTNEED starts writeback of a range's dirty pages and drops
+        its clean ones. Each range is advised twice: when written (to start its writeback)
+        and once more with the next range, by when its pages are clean and leave the page
+        cache: an archive is written once and rarely read, and should not crowd out what is.
+        """
+        assert self._fd is not None
+        older, last = self._advised
+        if hasattr(os, "posix_fadvise"):
+            try:
+                os.posix_fadvise(self._fd, older, self._written - older, os.POSIX_FADV_DONTNEED)
+            except OSError:  # advice only: commit()'s fsync makes the file durable regardless
+                pass
+        self._advised = (last, self._written)
 
     async def write(self, data: bytes) -> None:
         """Queue ``data``; at most one earlier write is still in flight when this returns."""
-        if not data:
+        await self.write_pieces([data])
+
+    async def write_pieces(self, pieces: list[bytes]) -> None:
+        """Queue ``pieces``, written in order as one block (no copy: the list is kept as given)."""
+        size = sum(map(len, pieces))
+        if not size:
             return
         await self._drain()
-        self.size += len(data)
-        self._pending = self._loop.run_in_executor(None, self._write_sync, data)
+        self.size += size
+        self._pending = self._loop.run_in_executor(None, self._write_sync, pieces)
 
     async def _drain(self) -> None:
+        if self._failed is not None:
+            raise self._failed
         if self._pending is not None:
-            pending, self._pending = self._pending, None
-            await pending
+            try:
+                # Shielded: a cancelled caller leaves the hop to abort(), which waits for the
+                # thread to be done with the file before it closes and removes it.
+                await asyncio.shield(self._pending)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # A short write then ENOSPC leaves part of a chunk on disk while ``size``
+                # counts all of it: such a file must never be continued nor committed.
+                self._pending = None
+                self._failed = exc
+                raise
+            self._pending = None
 
     async def restart(self) -> None:
         """Throw away what was written (a server ignored our Range) and start from zero."""
         await self._drain()
-        assert self._fd is not None
-        os.ftruncate(self._fd, 0)
-        os.lseek(self._fd, 0, os.SEEK_SET)
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.lseek(self._fd, 0, os.SEEK_SET)
         self._hash = hashlib.sha256()
-        self.size = 0
+        self.size = self._written = 0
+        self._advised = (0, 0)
 
-    async def commit(self, *, expected_size: int | None = None) -> None:
-        """fsync, check the size, rename into place, fsync the directory."""
+    async def commit(self, *, expected_size: int | None = None, tail: Sequence[bytes] = ()) -> None:
+        """Write ``tail`` (the last bytes, if not written yet), check the size, fsync, rename
+        into place, fsync the directory: one thread hop after the writes in flight."""
         await self._drain()
-        assert self._fd is not None
-        if expected_size is not None and expected_size != self.size:
-            raise ProtocolError(f"{self.final_path.name}: wrote {self.size} bytes, expected {expected_size}")
+        size = self.size + sum(map(len, tail))
+        if expected_size is not None and expected_size != size:
+            raise ProtocolError(f"{self.final_path.name}: wrote {size} bytes, expected {expected_size}")
+        self.size = size
+        self._pending = self._loop.run_in_executor(None, self._commit_sync, tail)
+        await self._drain()
+        self._committed = True
+
+    def _commit_sync(self, tail: Sequence[bytes]) -> None:
+        if any(tail):
+            self._write_sync(tail)
+        elif self._fd is None:
+            self._fd = _create(self.temp_path, self.final_path)  # an empty file
         fd, self._fd = self._fd, None
         try:
-            await self._loop.run_in_executor(None, _finish, fd, self.temp_path, self.final_path)
+            _finish(fd, self.temp_path, self.final_path)
         except OSError as exc:
             raise _disk_error(exc, self.final_path) from exc
 
     async def abort(self) -> None:
         """Close and delete the temp file (on any failure or cancellation)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await asyncio.wait([pending])  # the thread is done with the file, however it ended
+            if not pending.cancelled():
+                pending.exception()  # already reported by whoever awaited it, or moot now
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         try:
-            await self._drain()
-        except Exception:  # the write error is already being reported; cleanup must go on
+            os.unlink(self.temp_path)
+        except FileNotFoundError:
             pass
-        finally:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-            try:
-                os.unlink(self.temp_path)
-            except FileNotFoundError:
-                pass
+
+
+def _write_all(fd: int, pieces: Sequence[bytes]) -> int:
+    """Write every byte of ``pieces``, in order, with one writev as a rule; returns the count."""
+    if len(pieces) > _MAX_PIECES:
+        pieces = [b"".join(pieces)]
+    total = sum(map(len, pieces))
+    done = os.writev(fd, pieces)
+    if done < total:  # a short write (a signal, a nearly full disk): the rest as one buffer
+        rest = memoryview(b"".join(pieces))[done:]
+        while rest:
+            rest = rest[os.write(fd, rest) :]
+    return total
+
+
+def _create(temp: Path, final: Path) -> int:
+    """Create the temp file: never through a planted link, never over an existing file."""
+    try:
+        return os.open(temp, _CREATE_FLAGS, FILE_MODE)
+    except OSError as exc:
+        raise _disk_error(exc, final) from exc
 
 
 def _finish(fd: int, temp: Path, final: Path) -> None:
@@ -169,8 +255,6 @@ def dumps(obj: Any) -> bytes:
 
 async def write_json(path: Path, obj: Any) -> tuple[int, str]:
     """Write a JSON document atomically; returns (size, sha256)."""
-    data = dumps(obj)
     async with AtomicFile(path) as handle:
-        await handle.write(data)
-        await handle.commit()
+        await handle.commit(tail=[dumps(obj)])
         return handle.size, handle.sha256

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, TypeVar
 
 import aiohttp
+from aiohttp.http_exceptions import ContentEncodingError
 from yarl import URL
 
 from .auth import TokenSigner
@@ -39,6 +40,8 @@ from .retry import RetryPolicy
 
 log = logging.getLogger("archiver.client")
 T = TypeVar("T")
+# aiohttp >= 3.13 caps what a compressed body may expand to; older versions have no such error.
+_DECOMPRESS_TOO_LARGE = getattr(aiohttp.http_exceptions, "DecompressSizeError", None)
 
 # JSON answers of the recording/voicemail APIs are small; anything bigger is hostile.
 MAX_JSON_BODY = 32 * 1024 * 1024
@@ -294,6 +297,12 @@ def _translate(exc: BaseException, what: str) -> ArchiverError:
     if isinstance(exc, aiohttp.InvalidURL):
         return ProtocolError(f"{what}: invalid URL")
     if isinstance(exc, aiohttp.ClientPayloadError):
+        # aiohttp reports a body it cannot decompress, or one that decompresses past its
+        # limit (a gzip bomb), the same way as a cut connection; fetching it again will not help.
+        if _DECOMPRESS_TOO_LARGE is not None and isinstance(exc.__cause__, _DECOMPRESS_TOO_LARGE):
+            return TooLargeError(f"{what}: the answer decompresses to over the size limit")
+        if isinstance(exc.__cause__, ContentEncodingError):
+            return ProtocolError(f"{what}: the answer's Content-Encoding cannot be decoded")
         return TransientError(f"{what}: the body was cut short ({type(exc).__name__})")
     if isinstance(exc, aiohttp.ClientResponseError):
         return ProtocolError(f"{what}: malformed HTTP answer ({exc.status})")

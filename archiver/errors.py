@@ -90,5 +90,9 @@ class TooLargeError(PermanentError):
 
 
 def is_transient(exc: BaseException) -> bool:
-    """The one retry classifier: True when the same call may succeed if repeated."""
-    return isinstance(exc, TransientError)
+    """The one retry classifier: True when the same call may succeed if repeated.
+
+    A full disk is transient for the job (it waits for space) but not for the call: fetching
+    the same body again into the same full disk only fails again, chunk after chunk.
+    """
+    return isinstance(exc, TransientError) and not isinstance(exc, DiskFullError)

@@ -670,7 +670,7 @@ class Inbox:
         with os.fdopen(fd, "rb") as stream:
             if st.st_mtime > now - self.settings.settle_time:
                 return _skipped(name, "modified too recently")  # replaced since the lstat()
-            return self._ingest(name, stream, now)
+            return self._ingest(name, stream, now, st)
 
     def _oversize(self, size: int) -> str:
         return f"larger than the inbox size limit ({size} > {self.settings.max_file_size} bytes)"
@@ -702,7 +702,7 @@ class Inbox:
             raise
         return fd, st
 
-    def _ingest(self, name: str, stream: BinaryIO, now: float) -> FileOutcome:
+    def _ingest(self, name: str, stream: BinaryIO, now: float, opened: os.stat_result) -> FileOutcome:
         report = _Report()
 
         def valid() -> Iterator[tuple[str, str]]:
@@ -719,10 +719,16 @@ class Inbox:
             # twice and nothing is lost.
             result = self._store.enqueue(valid(), wants=self._wants, batch=ENQUEUE_BATCH)
         except UnparseableFile as exc:
+            if _changed_since(stream, opened):
+                return _skipped(name, "changed while being read (a writer is still at it)")
             return self._move(name, REJECTED, str(exc), now, accepted=0, report=report)
         except OSError as exc:
             # A read error part way: leave the file for the next scan (enqueue is idempotent).
             return _skipped(name, f"read error: {exc.strerror}")
+        if _changed_since(stream, opened):
+            # Moving it now would carry the writer's newest lines away unread; the ids read so
+            # far are queued (enqueue is idempotent), the next scan reads the file again.
+            return _skipped(name, "changed while being read (a writer is still at it)")
         accepted = result.added + result.requeued + result.skipped
         if accepted == 0 and report.count > 0:
             return self._move(name, REJECTED, f"no valid ids ({report.count} invalid)", now, accepted=0, report=report)
@@ -799,6 +805,12 @@ class Inbox:
             heading.append(f"invalid: {invalid} (listed below; these were not queued)")
         assert report is not None
         return report.render(heading)
+
+
+def _changed_since(stream: BinaryIO, opened: os.stat_result) -> bool:
+    """True when the open file grew or was written to since it was opened."""
+    now = os.fstat(stream.fileno())
+    return (now.st_size, now.st_mtime_ns) != (opened.st_size, opened.st_mtime_ns)
 
 
 def _skipped(name: str, reason: str) -> FileOutcome:

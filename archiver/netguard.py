@@ -29,6 +29,24 @@ def _address_is_internal(address: str) -> bool:
     return ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_reserved or ip.is_multicast or ip.is_unspecified
 
 
+def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host names literally, in any spelling the C library accepts.
+
+    aiohttp takes an all-digit host such as ``127.1`` or ``2130706433`` for an address and
+    connects to it without asking the (guarded) resolver, and ``getaddrinfo`` reads those
+    spellings as 127.0.0.1: they must be recognised here, not only the canonical forms.
+    """
+    bare = host.strip("[]").split("%", 1)[0]
+    try:
+        return ipaddress.ip_address(bare)
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(bare))
+    except (OSError, ValueError):
+        return None
+
+
 def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     """True when ``host`` matches an allowlist entry (exact or ``*.domain``); an empty list allows all."""
     if not allowed:
@@ -53,13 +71,12 @@ def check_media_url(url: URL, media: MediaConfig) -> None:
         raise UnsafeInputError(f"media URL is plain http to a non-loopback host: {shown}")
     if not host_allowed(host, media.allowed_hosts):
         raise UnsafeInputError(f"media host {host!r} is not in media.allowed_hosts")
-    try:
-        literal = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        literal = None
+    literal = _literal_address(host)
     if literal is not None and not media.allow_private_addresses and _address_is_internal(str(literal)):
         raise UnsafeInputError(f"media URL points at an internal address: {shown}")
-    if host.lower() in {"localhost"} and not media.allow_private_addresses:
+    # localhost and *.localhost are loopback by definition (RFC 6761), with or without the
+    # final dot, whatever DNS would say about them.
+    if is_loopback_host(host.lower().rstrip(".")) and not media.allow_private_addresses:
         raise UnsafeInputError(f"media URL points at localhost: {shown}")
 
 

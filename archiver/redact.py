@@ -19,11 +19,11 @@ def redact_url(url: str) -> str:
     """The URL without query string, fragment or user info: safe to log and to store."""
     try:
         parts = urlsplit(str(url))
+        netloc = parts.hostname or ""
+        if parts.port:  # raises on a port out of range: a hostile URL must not break the report
+            netloc = f"{netloc}:{parts.port}"
     except ValueError:
         return "<unparseable url>"
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 

@@ -12,6 +12,7 @@ decided here, in :meth:`WorkerPool._settle`, and written with cancellation shiel
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
 import shutil
@@ -194,8 +195,13 @@ class WorkerPool:
         except ArchiverError as exc:
             outcome = ("failed", str(exc))
         except Exception as exc:  # a bug: report it on the job, never kill the worker
-            log.exception("unexpected error archiving %s", job.ext_id)
-            outcome = ("transient", f"internal error: {type(exc).__name__}: {exc}")
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                # Directories (and, on ext4, every new one takes a block) are made outside
+                # AtomicFile: a full disk there is the same full disk, not a bug.
+                outcome = ("disk_full", f"no space left on the archive file system ({exc.strerror})")
+            else:
+                log.exception("unexpected error archiving %s", job.ext_id)
+                outcome = ("transient", f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.active -= 1
             # The bookkeeping must happen even when this task is being cancelled.
