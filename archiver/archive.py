@@ -9,6 +9,7 @@ the part files, and its presence means the session is archived.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ from .layout import (
     session_dir,
 )
 from .metrics import Metrics
+from .redact import redact_url
 from .transcripts import fetch_transcript
 
 log = logging.getLogger("archiver.archive")
@@ -145,9 +147,9 @@ class SessionArchiver:
                 continue
             try:
                 if part == RECORDINGS:
-                    parts[part] = await self._recordings(id_type, ext_id, directory)
+                    parts[part] = await self._recordings(id_type, ext_id, directory, reuse=not force)
                 elif part == VOICEMAIL:
-                    parts[part] = await self._voicemail(ext_id, directory)
+                    parts[part] = await self._voicemail(ext_id, directory, reuse=not force)
                 else:
                     parts[part] = await self._transcript(ext_id, directory)
             except NotReadyError as exc:
@@ -160,7 +162,7 @@ class SessionArchiver:
 
     # -- recordings -----------------------------------------------------------------------------
 
-    async def _recordings(self, id_type: str, ext_id: str, directory: Path) -> dict[str, Any]:
+    async def _recordings(self, id_type: str, ext_id: str, directory: Path, *, reuse: bool = True) -> dict[str, Any]:
         if self.config.kore.recordings_api == "v1":
             return await self._recordings_v1(id_type, ext_id, directory)
         answer = await self.client.recordings_v2(id_type, ext_id)
@@ -177,7 +179,7 @@ class SessionArchiver:
             return fresh.items
 
         files = await self._download_items(
-            answer.items, directory / RECORDINGS, "recording", "v2_recordings", refresh, ext_id
+            answer.items, directory / RECORDINGS, "recording", "v2_recordings", refresh, ext_id, reuse=reuse
         )
         return {"status": READY, "api": "v2", "files": files}
 
@@ -202,7 +204,7 @@ class SessionArchiver:
 
     # -- voicemail ------------------------------------------------------------------------------
 
-    async def _voicemail(self, session_id: str, directory: Path) -> dict[str, Any]:
+    async def _voicemail(self, session_id: str, directory: Path, *, reuse: bool = True) -> dict[str, Any]:
         answer = await self.client.voicemail(session_id)
         if answer.status in NOT_READY:
             raise not_ready(answer.status, "voicemail")
@@ -216,7 +218,7 @@ class SessionArchiver:
             return fresh.items
 
         target = directory / VOICEMAIL
-        files = await self._download_items(answer.items, target, "voicemail", "voicemail", refresh, session_id)
+        files = await self._download_items(answer.items, target, "voicemail", "voicemail", refresh, session_id, reuse=reuse)
         transcription = {
             "sessionId": session_id,
             "text": transcription_text(answer.transcriptions),
@@ -244,9 +246,21 @@ class SessionArchiver:
     # -- shared ---------------------------------------------------------------------------------
 
     async def _download_items(
-        self, items: tuple[MediaItem, ...], target: Path, kind: str, api: str, refresh: Any, ext_id: str
+        self,
+        items: tuple[MediaItem, ...],
+        target: Path,
+        kind: str,
+        api: str,
+        refresh: Any,
+        ext_id: str,
+        *,
+        reuse: bool = True,
     ) -> list[dict[str, Any]]:
-        """Download each item, asking for fresh URLs when one is refused or expired."""
+        """Download each item, asking for fresh URLs when one is refused or expired.
+
+        With ``reuse``, a file an interrupted attempt already completed (its sidecar, written
+        after the audio was fsynced, names the same source and size) is not fetched again.
+        """
         await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
         directory = target.parent
         taken: set[str] = set()
@@ -257,6 +271,10 @@ class SessionArchiver:
             final = target / name
             if not inside(directory, final):  # belt and braces: safe_filename already ensures this
                 raise ProtocolError(f"file name {name!r} escapes the session directory")
+            done = await asyncio.to_thread(_completed_earlier, directory, final, items[index]) if reuse else None
+            if done is not None:
+                files.extend(done)
+                continue
             while True:
                 item = items[index]
                 try:
@@ -393,6 +411,35 @@ def _match_items(old: tuple[MediaItem, ...], fresh: tuple[MediaItem, ...]) -> tu
             raise TransientError("a media file disappeared from the API's answer while refreshing URLs")
         matched.append(replacement)
     return tuple(matched)
+
+
+def _completed_earlier(directory: Path, final: Path, item: MediaItem) -> list[dict[str, Any]] | None:
+    """Manifest entries of a file an earlier attempt finished, or None when it must be fetched.
+
+    Its sidecar must exist (it is written only after the audio is complete and fsynced) and
+    describe this very item: same source path, same offered name, same size on disk.
+    """
+    side_path = final.with_name(final.name + SIDECAR_SUFFIX)
+    sidecar = _read_json(side_path)
+    if sidecar is None:
+        return None
+    try:
+        size = final.stat().st_size
+    except OSError:
+        return None
+    if (
+        sidecar.get("source") != redact_url(item.url)
+        or sidecar.get("offered_name") != item.file_name
+        or sidecar.get("size") != size
+        or not isinstance(sidecar.get("sha256"), str)
+    ):
+        return None
+    raw = side_path.read_bytes()
+    fetched = str(sidecar.get("fetched_at") or now_iso())
+    api = str(sidecar.get("api", ""))
+    audio = _entry(directory, final, size, sidecar["sha256"], "audio", api, fetched)
+    audio["source"] = sidecar["source"]
+    return [audio, _entry(directory, side_path, len(raw), hashlib.sha256(raw).hexdigest(), "sidecar", api, fetched)]
 
 
 def _prepare_directory(directory: Path) -> None:

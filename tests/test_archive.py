@@ -352,3 +352,27 @@ def test_sha256_helper_matches(tmp_path: Path):
     path.write_bytes(b"abc")
     assert sha256_file(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert urlsplit("http://h/p?q").query == "q"
+
+
+async def test_files_completed_by_an_interrupted_attempt_are_not_fetched_again(tmp_path, simulator):
+    sim = await simulator(voicemail_rate=1.0)
+    config = make_config(tmp_path, sim)
+    async with archiver_for(config) as archiver:
+        result = await archiver.archive("session", SID)
+        # As if killed after the files and sidecars were written, before the manifest.
+        (result.directory / "manifest.json").unlink()
+        before = len(media_requests(sim))
+        again = await archiver.archive("session", SID)
+        assert len(media_requests(sim)) == before
+        assert again.files == 2
+        assert_archived(config, sim, SID)
+        # A forced re-archive fetches everything again.
+        await archiver.archive("session", SID, force=True)
+        assert len(media_requests(sim)) == before + 2
+        # A sidecar that does not match the file on disk is not trusted.
+        audio = next((result.directory / "recordings").glob("*.wav"))
+        audio.write_bytes(audio.read_bytes()[:-10])
+        (result.directory / "manifest.json").unlink()
+        await archiver.archive("session", SID)
+        assert len(media_requests(sim)) == before + 3
+    assert_archived(config, sim, SID)
