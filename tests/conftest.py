@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
@@ -83,6 +84,20 @@ def make_config(tmp_path: Path, sim: Simulator, **settings: Any) -> Config:
     return load_config(path, env={"ARCHIVER_KORE_CLIENT_SECRET": SECRET})
 
 
+@asynccontextmanager
+async def archiver_for(config: Config) -> AsyncIterator[Any]:
+    """A session archiver with its own HTTP sessions, for tests that drive it directly."""
+    from archiver.archive import SessionArchiver
+    from archiver.client import KoreClient, api_session
+    from archiver.download import MediaDownloader, media_session
+    from archiver.metrics import Metrics
+
+    metrics = Metrics()
+    async with api_session(config) as api, media_session(config) as media:
+        client = KoreClient(config, api, metrics=metrics)
+        yield SessionArchiver(config, client, MediaDownloader(config, media, metrics=metrics), metrics)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -126,4 +141,4 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: s
         await asyncio.sleep(0.02)
 
 
-__all__ = ["Faults", "make_config", "sha256_file", "temp_files", "assert_archived", "wait_for", "SECRET", "os"]
+__all__ = ["Faults", "archiver_for", "make_config", "sha256_file", "temp_files", "assert_archived", "wait_for", "SECRET", "os"]

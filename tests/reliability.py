@@ -8,29 +8,17 @@ helpers state "archived exactly once" in one place, so every suite means the sam
 from __future__ import annotations
 
 import logging
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Iterable
+from typing import Iterable
 
-from archiver.archive import SessionArchiver
-from archiver.client import KoreClient, api_session
 from archiver.config import Config
-from archiver.download import MediaDownloader, media_session
 from archiver.layout import MANIFEST, session_dir
-from archiver.metrics import Metrics
 from archiver.simulator import Simulator
 
 from .conftest import assert_archived
 
 
-@asynccontextmanager
-async def archiver_for(config: Config) -> AsyncIterator[SessionArchiver]:
-    """A session archiver with its own HTTP sessions, for tests that drive it directly."""
-    metrics = Metrics()
-    async with api_session(config) as api, media_session(config) as media:
-        client = KoreClient(config, api, metrics=metrics)
-        yield SessionArchiver(config, client, MediaDownloader(config, media, metrics=metrics), metrics)
 
 
 @dataclass

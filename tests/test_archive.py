@@ -3,33 +3,22 @@
 from __future__ import annotations
 
 import json
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
 from urllib.parse import urlsplit
 
 import pytest
 
 from archiver.archive import SessionArchiver
 from archiver.client import KoreClient, api_session
-from archiver.config import Config
-from archiver.download import MediaDownloader, media_session
 from archiver.errors import AuthError, NotReadyError, ProtocolError, TooLargeError
 from archiver.layout import session_dir
-from archiver.metrics import Metrics
-from archiver.simulator import Faults, MediaSpec, SessionSpec
+from archiver.simulator import MediaSpec, SessionSpec
 
-from .conftest import SECRET, assert_archived, make_config, sha256_file, temp_files
+from .conftest import archiver_for, SECRET, assert_archived, make_config, sha256_file, temp_files
 
 SID = "67ab573f3685d1ba99541234"
 
 
-@asynccontextmanager
-async def archiver_for(config: Config) -> AsyncIterator[SessionArchiver]:
-    metrics = Metrics()
-    async with api_session(config) as api, media_session(config) as media:
-        client = KoreClient(config, api, metrics=metrics)
-        yield SessionArchiver(config, client, MediaDownloader(config, media, metrics=metrics), metrics)
 
 
 def on_media_request(archiver: SessionArchiver, number: int, action) -> None:

@@ -28,7 +28,8 @@ from archiver.simulator import Faults, Simulator
 from archiver.store import JobStore
 
 from .conftest import SECRET, make_config, wait_for
-from .reliability import archiver_for, assert_downloaded_once, assert_exactly_once, figures
+from .conftest import archiver_for
+from .reliability import assert_downloaded_once, assert_exactly_once, figures
 
 FAULTS = Faults(
     api_5xx=0.05, api_429=0.02, media_5xx=0.05, media_reset=0.05, media_truncate=0.05, ignore_range=0.2,

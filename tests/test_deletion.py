@@ -3,33 +3,23 @@
 from __future__ import annotations
 
 import json
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 import pytest
 
-from archiver.archive import SessionArchiver
 from archiver.client import KoreClient, api_session
 from archiver.config import Config
 from archiver.deletion import (
     ALREADY_DELETED, DELETED, DISABLED, DRY_RUN, ERROR, REFUSED, audit_log_path, delete_after_archive,
 )
-from archiver.download import MediaDownloader, media_session
-from archiver.metrics import Metrics
 
-from .conftest import SECRET, make_config
+from .conftest import archiver_for, SECRET, make_config
 
 SID = "67ab573f3685d1ba99541234"
 OTHER = "67ab573f3685d1ba99545678"
 
 
-@asynccontextmanager
-async def archiver_for(config: Config) -> AsyncIterator[SessionArchiver]:
-    metrics = Metrics()
-    async with api_session(config) as api, media_session(config) as media:
-        client = KoreClient(config, api, metrics=metrics)
-        yield SessionArchiver(config, client, MediaDownloader(config, media, metrics=metrics), metrics)
 
 
 async def archive(config: Config, *ids: str) -> list[Path]:

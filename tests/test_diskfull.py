@@ -28,7 +28,8 @@ from archiver.simulator import MediaSpec, SessionSpec
 from archiver.store import JobStore
 
 from .conftest import make_config, sha256_file, temp_files, wait_for
-from .reliability import Captured, archiver_for, assert_exactly_once
+from .conftest import archiver_for
+from .reliability import Captured, assert_exactly_once
 
 IDS = [f"67ab573f3685d1ba9954d{n:03x}" for n in range(6)]
 FILE_SIZES = (400_000, 450_000, 500_000, 550_000, 600_000, 650_000)

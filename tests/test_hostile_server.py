@@ -30,7 +30,8 @@ from archiver.simulator import MediaSpec, SessionSpec
 from archiver.store import JobStore
 
 from .conftest import make_config, temp_files, wait_for
-from .reliability import Captured, archiver_for, assert_exactly_once
+from .conftest import archiver_for
+from .reliability import Captured, assert_exactly_once
 
 BOT = "st-hostile-bot"
 AUDIO = b"RIFF" + bytes(range(256)) * 40  # 10 KB of "audio"

@@ -231,7 +231,7 @@ async def test_sigterm_after_the_grace_period_cancels_and_requeues(tmp_path, sim
 
 async def test_systemd_notify_messages_arrive(tmp_path, simulator):
     sim = await simulator()
-    config = make_config(tmp_path, sim)
+    make_config(tmp_path, sim)
     path = str(tmp_path / "notify.sock")
     receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     receiver.bind(path)

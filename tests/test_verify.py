@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import io
 import json
-from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
-from archiver.archive import SessionArchiver
 from archiver.client import KoreClient, api_session
 from archiver.config import Config
 from archiver.deletion import delete_after_archive
-from archiver.download import MediaDownloader, media_session
 from archiver.layout import session_dir
-from archiver.metrics import Metrics
 from archiver.store import DONE, PENDING, JobStore
 from archiver.verify import run_verify, verify_archive, verify_sample, verify_session
 
-from .conftest import make_config, sha256_file
+from .conftest import archiver_for, make_config, sha256_file
 
 SID_A = "67ab573f3685d1ba99541234"  # 2025/02/11
 SID_B = "6800000085d1ba9954aa0001"  # 2025/04/16
@@ -30,12 +26,6 @@ USER = "agent@example.com"
 SESSIONS = [("session", SID_A), ("session", SID_B), ("session", UNDATED), ("user", USER)]
 
 
-@asynccontextmanager
-async def archiver_for(config: Config) -> AsyncIterator[SessionArchiver]:
-    metrics = Metrics()
-    async with api_session(config) as api, media_session(config) as media:
-        client = KoreClient(config, api, metrics=metrics)
-        yield SessionArchiver(config, client, MediaDownloader(config, media, metrics=metrics), metrics)
 
 
 async def archive_all(config: Config, items=SESSIONS, *, force: bool = False) -> None:
