@@ -9,6 +9,7 @@ the part files, and its presence means the session is archived.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -22,7 +23,7 @@ import aiohttp
 
 from . import __version__
 from .analytics import AnalyticsClient
-from .atomicfile import AtomicFile, fsync_dir, remove_stale_temps, write_json
+from .atomicfile import AtomicFile, fsync_dir, remove_stale_temps, write_json, write_json_sync
 from .client import NOT_READY, READY, KoreClient, MediaItem, not_ready
 from .config import Config
 from .download import DownloadResult, MediaDownloader
@@ -115,7 +116,11 @@ class SessionArchiver:
     ) -> SessionResult:
         """Archive one session. Raises NotReadyError, TransientError or PermanentError otherwise."""
         directory = self.directory(id_type, ext_id)
-        await asyncio.to_thread(_prepare_directory, directory)
+        existed = directory.is_dir()
+        if existed:
+            # An earlier attempt was here: clear what it left half-written. (The directory
+            # itself is created by the first file written in it.)
+            await asyncio.to_thread(remove_stale_temps, directory)
         manifest_path = directory / MANIFEST
         if force and _deleted_at_source(manifest_path):
             raise PermanentError(
@@ -139,26 +144,33 @@ class SessionArchiver:
                 _seed_part_files(directory, existing)
 
         parts: dict[str, dict[str, Any]] = {}
+        recorded: set[str] = set()  # parts whose part file is on disk
         pending_not_ready: NotReadyError | None = None
-        for part in wanted_parts(self.config, id_type, wants):
+        wanted = wanted_parts(self.config, id_type, wants)
+        for part in wanted:
             done = _read_json(part_file(directory, part))
             if done is not None:
                 parts[part] = done
+                recorded.add(part)
                 continue
             try:
                 if part == RECORDINGS:
-                    parts[part] = await self._recordings(id_type, ext_id, directory, reuse=not force)
+                    parts[part] = await self._recordings(id_type, ext_id, directory, reuse=existed and not force)
                 elif part == VOICEMAIL:
-                    parts[part] = await self._voicemail(ext_id, directory, reuse=not force)
+                    parts[part] = await self._voicemail(ext_id, directory, reuse=existed and not force)
                 else:
                     parts[part] = await self._transcript(ext_id, directory)
             except NotReadyError as exc:
                 pending_not_ready = exc  # finish the other parts, then report not ready
                 continue
-            await write_json(part_file(directory, part), parts[part])
+            if part != wanted[-1] or pending_not_ready is not None:
+                await write_json(part_file(directory, part), parts[part])
+                recorded.add(part)
         if pending_not_ready is not None:
             raise pending_not_ready
-        return await self._write_manifest(directory, id_type, ext_id, parts)
+        # The last part's file is written in the manifest's thread hop, just before the manifest.
+        unrecorded = {name: part for name, part in parts.items() if name not in recorded}
+        return await self._write_manifest(directory, id_type, ext_id, parts, unrecorded)
 
     # -- recordings -----------------------------------------------------------------------------
 
@@ -261,24 +273,31 @@ class SessionArchiver:
         With ``reuse``, a file an interrupted attempt already completed (its sidecar, written
         after the audio was fsynced, names the same source and size) is not fetched again.
         """
-        await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
         directory = target.parent
         taken: set[str] = set()
         names = [safe_filename(item.file_name, f"{kind}-{i + 1}.wav", taken) for i, item in enumerate(items)]
+        finals = [target / name for name in names]
+        if reuse:
+            sidecars = await asyncio.to_thread(_look_for_sidecars, directory, finals)
+        else:  # nothing to look for; the files create their directory
+            _check_inside(directory, finals)
+            sidecars = [False] * len(finals)
         files: list[dict[str, Any]] = []
         refreshes = 0
-        for index, name in enumerate(names):
-            final = target / name
-            if not inside(directory, final):  # belt and braces: safe_filename already ensures this
-                raise ProtocolError(f"file name {name!r} escapes the session directory")
-            done = await asyncio.to_thread(_completed_earlier, directory, final, items[index]) if reuse else None
+        for index, final in enumerate(finals):
+            done = None
+            if reuse and sidecars[index]:
+                done = await asyncio.to_thread(_completed_earlier, directory, final, items[index])
             if done is not None:
                 files.extend(done)
                 continue
+            sidecar: list[tuple[int, str, str]] = []  # its size, sha256 and time, once written
             while True:
                 item = items[index]
+                # The sidecar is written in the thread hop that commits the audio, right after it.
+                write_sidecar = functools.partial(self._write_sidecar, sidecar, kind, api, item.file_name, ext_id)
                 try:
-                    result = await self.downloader.download(item.url, final)
+                    result = await self.downloader.download(item.url, final, then=write_sidecar)
                     break
                 except MediaRefusedError as exc:
                     refreshes += 1
@@ -287,7 +306,7 @@ class SessionArchiver:
                     self.metrics.url_refreshes.inc()
                     log.info("%s %s: %s; asking for a fresh URL", kind, ext_id, exc, extra={"kv_session": ext_id})
                     items = _match_items(items, await refresh())
-            files.extend(await self._sidecar(directory, result, kind, api, item.file_name, ext_id))
+            files.extend(self._entries(directory, result, *sidecar[0], kind, api))
         return files
 
     async def _sidecar(
@@ -295,7 +314,22 @@ class SessionArchiver:
     ) -> list[dict[str, Any]]:
         """The audio file's sidecar, written after the audio; both entries for the manifest."""
         fetched = now_iso()
-        sidecar = {
+        document = self._sidecar_document(result, kind, api, offered, ext_id, fetched)
+        size, digest = await write_json(_sidecar_path(result.path), document)
+        return self._entries(directory, result, size, digest, fetched, kind, api)
+
+    def _write_sidecar(
+        self, written: list[tuple[int, str, str]], kind: str, api: str, offered: str, ext_id: str, result: DownloadResult
+    ) -> None:
+        """``_sidecar`` for a worker thread (the one that committed the audio); appends to ``written``."""
+        fetched = now_iso()
+        document = self._sidecar_document(result, kind, api, offered, ext_id, fetched)
+        written.append((*write_json_sync(_sidecar_path(result.path), document), fetched))
+
+    def _sidecar_document(
+        self, result: DownloadResult, kind: str, api: str, offered: str, ext_id: str, fetched: str
+    ) -> dict[str, Any]:
+        return {
             "file": result.path.name,
             "kind": kind,
             "size": result.size,
@@ -308,16 +342,24 @@ class SessionArchiver:
             "bot_id": self.config.kore.bot_id,
             "id": ext_id,
         }
-        side_path = result.path.with_name(result.path.name + SIDECAR_SUFFIX)
-        size, digest = await write_json(side_path, sidecar)
+
+    def _entries(
+        self, directory: Path, result: DownloadResult, size: int, digest: str, fetched: str, kind: str, api: str
+    ) -> list[dict[str, Any]]:
+        """The manifest entries of an audio file and its sidecar (and the metrics they count in)."""
         self.metrics.bytes.labels(kind).inc(result.size)
         self.metrics.files.labels(kind).inc()
         audio = _entry(directory, result.path, result.size, result.sha256, "audio", api, fetched)
         audio["source"] = result.source
-        return [audio, _entry(directory, side_path, size, digest, "sidecar", api, fetched)]
+        return [audio, _entry(directory, _sidecar_path(result.path), size, digest, "sidecar", api, fetched)]
 
     async def _write_manifest(
-        self, directory: Path, id_type: str, ext_id: str, parts: dict[str, dict[str, Any]]
+        self,
+        directory: Path,
+        id_type: str,
+        ext_id: str,
+        parts: dict[str, dict[str, Any]],
+        unrecorded: dict[str, dict[str, Any]],
     ) -> SessionResult:
         files = [f for part in parts.values() for f in part.get("files", [])]
         failed = [name for name, part in parts.items() if part.get("status") == "failed"]
@@ -331,8 +373,7 @@ class SessionArchiver:
             "parts": {name: {k: v for k, v in part.items() if k != "files"} for name, part in parts.items()},
             "files": sorted(files, key=lambda f: f["path"]),
         }
-        await write_json(directory / MANIFEST, manifest)
-        await asyncio.to_thread(_remove_part_files, directory, list(parts))
+        await asyncio.to_thread(_commit_manifest, directory, manifest, list(parts), unrecorded)
         result = _result_from_manifest(directory, manifest)
         if failed:
             result.outcome = "failed"
@@ -442,19 +483,36 @@ def _completed_earlier(directory: Path, final: Path, item: MediaItem) -> list[di
     return [audio, _entry(directory, side_path, len(raw), hashlib.sha256(raw).hexdigest(), "sidecar", api, fetched)]
 
 
-def _prepare_directory(directory: Path) -> None:
-    """Create the session directory and clear what an interrupted attempt left in it.
+def _sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + SIDECAR_SUFFIX)
 
-    Run in a thread, as are the other directory changes here: while other sessions fsync
-    their files, creating or removing a name waits for the file system's journal, and the
-    event loop must not wait with it.
+
+def _look_for_sidecars(directory: Path, finals: list[Path]) -> list[bool]:
+    """Check the file paths of a part; which files have a sidecar already (an interrupted
+    attempt may have completed them).
+
+    Run in a thread, as are the other directory reads and changes here: while other sessions
+    fsync their files, the file system can keep a lookup waiting, and the event loop must
+    not wait with it.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(directory)
+    _check_inside(directory, finals)
+    return [_sidecar_path(final).exists() for final in finals]
 
 
-def _remove_part_files(directory: Path, parts: list[str]) -> None:
-    """The manifest now holds what the part files held: remove them, durably."""
+def _check_inside(directory: Path, finals: list[Path]) -> None:
+    for final in finals:
+        if not inside(directory, final):  # belt and braces: safe_filename already ensures this
+            raise ProtocolError(f"file name {final.name!r} escapes the session directory")
+
+
+def _commit_manifest(
+    directory: Path, manifest: dict[str, Any], parts: list[str], unrecorded: dict[str, dict[str, Any]]
+) -> None:
+    """Write the part files not written yet, then the manifest, which now holds what the part
+    files held: remove them, durably. The same steps as one at a time, in one thread hop."""
+    for name, part in unrecorded.items():
+        write_json_sync(part_file(directory, name), part)
+    write_json_sync(directory / MANIFEST, manifest)
     for name in parts:
         part_file(directory, name).unlink(missing_ok=True)
     fsync_dir(directory)

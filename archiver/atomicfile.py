@@ -7,7 +7,8 @@ and a crash leaves only temp files, which :func:`remove_stale_temps` clears. sha
 are computed while writing, in the same worker-thread hop as the write, so hashing a large
 stream overlaps the network read of the next chunk. A large file's pages are handed to the
 disk as it grows (see ``WRITEBACK_EVERY``), so the fsync of ``commit()`` finds little left to
-write.
+write. Every disk operation runs in a worker thread, never in the event loop; the temp file
+(and its directory, when missing) is created by the first write.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ class AtomicFile:
 
     def __init__(self, final_path: Path) -> None:
         self.final_path = final_path
-        self.temp_path = final_path.parent / temp_name(final_path.name)
+        self.temp_path: Path | None = None  # named and created by the first write
         self._fd: int | None = None  # set and used by the worker threads, one hop at a time
         self._hash = hashlib.sha256()
         self.size = 0
@@ -109,9 +110,14 @@ class AtomicFile:
     def sha256(self) -> str:
         return self._hash.hexdigest()
 
+    def _create_temp(self) -> int:
+        self.temp_path = self.final_path.parent / temp_name(self.final_path.name)
+        self._fd = _create(self.temp_path, self.final_path)
+        return self._fd
+
     def _write_sync(self, pieces: Sequence[bytes]) -> None:
         if self._fd is None:
-            self._fd = _create(self.temp_path, self.final_path)
+            self._create_temp()
         try:
             self._written += _write_all(self._fd, pieces)
             if self._written - self._advised[1] >= WRITEBACK_EVERY:
@@ -179,28 +185,41 @@ class AtomicFile:
         self.size = self._written = 0
         self._advised = (0, 0)
 
-    async def commit(self, *, expected_size: int | None = None, tail: Sequence[bytes] = ()) -> None:
+    async def commit(
+        self,
+        *,
+        expected_size: int | None = None,
+        tail: Sequence[bytes] = (),
+        then: Callable[[], None] | None = None,
+    ) -> None:
         """Write ``tail`` (the last bytes, if not written yet), check the size, fsync, rename
-        into place, fsync the directory: one thread hop after the writes in flight."""
+        into place, fsync the directory: one thread hop after the writes in flight.
+
+        ``then``, if given, runs in that same thread once the file is in place: the caller's
+        next durable step (a sidecar) without a hop of its own.
+        """
         await self._drain()
         size = self.size + sum(map(len, tail))
         if expected_size is not None and expected_size != size:
             raise ProtocolError(f"{self.final_path.name}: wrote {size} bytes, expected {expected_size}")
         self.size = size
-        self._pending = self._loop.run_in_executor(None, self._commit_sync, tail)
+        self._pending = self._loop.run_in_executor(None, self._commit_sync, tail, then)
         await self._drain()
         self._committed = True
 
-    def _commit_sync(self, tail: Sequence[bytes]) -> None:
+    def _commit_sync(self, tail: Sequence[bytes], then: Callable[[], None] | None) -> None:
         if any(tail):
             self._write_sync(tail)
         elif self._fd is None:
-            self._fd = _create(self.temp_path, self.final_path)  # an empty file
+            self._create_temp()  # an empty file
         fd, self._fd = self._fd, None
+        assert fd is not None and self.temp_path is not None
         try:
             _finish(fd, self.temp_path, self.final_path)
         except OSError as exc:
             raise _disk_error(exc, self.final_path) from exc
+        if then is not None:
+            then()
 
     async def abort(self) -> None:
         """Close and delete the temp file (on any failure or cancellation)."""
@@ -212,10 +231,11 @@ class AtomicFile:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        try:
-            os.unlink(self.temp_path)
-        except FileNotFoundError:
-            pass
+        if self.temp_path is not None:
+            try:
+                os.unlink(self.temp_path)
+            except FileNotFoundError:
+                pass
 
 
 def _write_all(fd: int, pieces: Sequence[bytes]) -> int:
@@ -232,9 +252,14 @@ def _write_all(fd: int, pieces: Sequence[bytes]) -> int:
 
 
 def _create(temp: Path, final: Path) -> int:
-    """Create the temp file: never through a planted link, never over an existing file."""
+    """Create the temp file (and its directory, if missing): never through a planted link,
+    never over an existing file."""
     try:
-        return os.open(temp, _CREATE_FLAGS, FILE_MODE)
+        try:
+            return os.open(temp, _CREATE_FLAGS, FILE_MODE)
+        except FileNotFoundError:
+            temp.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(temp, _CREATE_FLAGS, FILE_MODE)
     except OSError as exc:
         raise _disk_error(exc, final) from exc
 
@@ -255,6 +280,28 @@ def dumps(obj: Any) -> bytes:
 
 async def write_json(path: Path, obj: Any) -> tuple[int, str]:
     """Write a JSON document atomically; returns (size, sha256)."""
-    async with AtomicFile(path) as handle:
-        await handle.commit(tail=[dumps(obj)])
-        return handle.size, handle.sha256
+    return await asyncio.get_running_loop().run_in_executor(None, write_json_sync, path, obj)
+
+
+def write_json_sync(path: Path, obj: Any) -> tuple[int, str]:
+    """``write_json`` for code already running in a worker thread: encoded, written, fsynced,
+    renamed and the directory fsynced, as ``AtomicFile`` does, in the calling thread."""
+    data = dumps(obj)
+    temp = path.parent / temp_name(path.name)
+    fd = _create(temp, path)
+    try:
+        try:
+            _write_all(fd, [data])
+        except BaseException:
+            os.close(fd)
+            raise
+        _finish(fd, temp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        if isinstance(exc, OSError):
+            raise _disk_error(exc, path) from exc
+        raise
+    return len(data), hashlib.sha256(data).hexdigest()

@@ -18,6 +18,7 @@ import ctypes
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,8 +90,14 @@ class MediaDownloader:
         self.retry = retry or RetryPolicy.from_config(config.http)
         self._slots = asyncio.Semaphore(config.media.concurrency)
 
-    async def download(self, url: str, final_path: Path) -> DownloadResult:
-        """Fetch ``url`` into ``final_path`` atomically (resuming across broken connections)."""
+    async def download(
+        self, url: str, final_path: Path, *, then: Callable[[DownloadResult], None] | None = None
+    ) -> DownloadResult:
+        """Fetch ``url`` into ``final_path`` atomically (resuming across broken connections).
+
+        ``then(result)``, if given, runs in the worker thread that committed the file, as soon
+        as it is in place (see ``AtomicFile.commit``).
+        """
         try:
             expiry = url_expiry(url)
             URL(url, encoded=True)
@@ -100,11 +107,13 @@ class MediaDownloader:
             raise MediaRefusedError(f"media URL expired at {int(expiry)}: {redact_url(url)}")
         async with self._slots:
             started = time.monotonic()
-            result = await self._download(url, final_path)
+            result = await self._download(url, final_path, then)
             self.metrics.download_seconds.observe(time.monotonic() - started)
             return result
 
-    async def _download(self, url: str, final_path: Path) -> DownloadResult:
+    async def _download(
+        self, url: str, final_path: Path, then: Callable[[DownloadResult], None] | None
+    ) -> DownloadResult:
         state = _Transfer(URL(url, encoded=True))
         async with AtomicFile(final_path) as out:
             attempt = 0
@@ -124,8 +133,13 @@ class MediaDownloader:
                         extra={"kv_attempt": attempt},
                     )
                     await asyncio.sleep(delay)
-            await out.commit(expected_size=state.total, tail=tail)
-            return DownloadResult(final_path, out.size, out.sha256, state.content_type, redact_url(url), state.resumes)
+
+            def result() -> DownloadResult:
+                return DownloadResult(final_path, out.size, out.sha256, state.content_type, redact_url(url), state.resumes)
+
+            after = None if then is None else (lambda: then(result()))
+            await out.commit(expected_size=state.total, tail=tail, then=after)
+            return result()
 
     def _backoff(self, attempt: int) -> float:
         import random

@@ -30,8 +30,9 @@ class RateLimiter:
             raise ValueError("limit must be >= 1 and window > 0")
         self.limit = limit
         self.window = window
-        # 2% of the window (at most a second): enough for loopback and WAN jitter alike.
-        self.margin = min(1.0, 0.02 * window) if margin is None else margin
+        # We count a request when it is queued, the server when it arrives: the margin covers
+        # connection set-up and jitter in between. 2% of the window, between 0.1 s and 1 s.
+        self.margin = min(1.0, max(0.1, 0.02 * window)) if margin is None else margin
         self._clock = clock
         self._sent: collections.deque[float] = collections.deque(maxlen=limit)
         self._paused_until = 0.0
