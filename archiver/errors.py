@@ -15,6 +15,7 @@ media) with ``raise Mapped(...) from exc``.
         ├── AuthError          401 after a fresh token; carries Kore's errors[].msg
         ├── ProtocolError      the server broke the protocol (bad JSON, sizes, Content-Range)
         ├── UnsafeInputError   a server- or user-supplied value we refuse to act on
+        ├── UnparseableFile    an inbox file that is not in any format we read
         └── TooLargeError      a body over the configured size cap
 
 Messages never contain secrets: URLs are shown without their query string.
@@ -83,6 +84,13 @@ class ProtocolError(PermanentError):
 
 class UnsafeInputError(PermanentError):
     """A value from outside (file name, URL, host, id) that we refuse to act on."""
+
+
+class UnparseableFile(PermanentError):
+    """An inbox file as a whole is not in the format it claims or seems to be in.
+
+    ``inbox.parse_ids`` raises it before yielding any item, so no id of such a file is queued.
+    """
 
 
 class TooLargeError(PermanentError):

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from . import ids
-from .errors import ArchiverError, UnsafeInputError
+from .atomicfile import fsync_dir
+from .errors import UnparseableFile, UnsafeInputError  # UnparseableFile is raised from here
 from .store import EnqueueResult, JobStore
 
 log = logging.getLogger("archiver.inbox")
@@ -55,13 +56,6 @@ _SNIFF_LINES = 1000  # lines looked at to find the first one with content
 ENQUEUE_BATCH = 50_000
 _BOM = b"\xef\xbb\xbf"
 _INLINE_COMMENT = re.compile(r"\s#.*")
-
-
-class UnparseableFile(ArchiverError):
-    """The file as a whole is not in the format it claims or seems to be in.
-
-    :func:`parse_ids` raises it before yielding any item, so no id of such a file is queued.
-    """
 
 
 # -- the parser -----------------------------------------------------------------------------
@@ -559,14 +553,6 @@ class _Report:
         return "\n".join(body) + "\n"
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_note(path: Path, text: str) -> None:
     """Write a small text file beside a moved file: temp file, fsync, rename, fsync dir."""
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -580,7 +566,7 @@ def _write_note(path: Path, text: str) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _is_left_alone(name: str) -> bool:
@@ -754,8 +740,8 @@ class Inbox:
             os.rename(self.dir / name, target)
         except FileNotFoundError:
             return _skipped(name, "vanished before it could be moved")
-        _fsync_dir(target.parent)
-        _fsync_dir(self.dir)
+        fsync_dir(target.parent)
+        fsync_dir(self.dir)
         invalid = report.count if report else 0
         note = self._note(name, folder, reason, accepted, invalid, report, result)
         note_path = None
