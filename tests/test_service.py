@@ -309,3 +309,53 @@ async def test_log_lines_are_json_with_session_kind_and_attempt(tmp_path, simula
     job_lines = [r for r in records if r["logger"] in ("archiver.worker", "archiver.download", "archiver.archive")]
     assert job_lines and all(r["session"] == IDS[0] and r["kind"] == "session" and r["attempt"] == 1 for r in job_lines)
     assert any(r["level"] == "error" and "gave up" in r["msg"] for r in job_lines)
+
+
+async def test_once_shows_a_progress_line_on_a_terminal_and_plain_lines_otherwise(tmp_path, simulator):
+    import pty
+
+    sim = await simulator(voicemail_rate=0.0, min_size=300_000, max_size=300_000)
+    sim.faults.slow_body = 1.0
+    sim.faults.slow_body_delay = 0.02
+    config = make_config(tmp_path, sim, daemon__concurrency=2)
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        store.enqueue([("session", s) for s in IDS[:4]])
+    leader, follower = pty.openpty()
+    env = {**os.environ, "ARCHIVER_KORE_CLIENT_SECRET": SECRET}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "archiver", "once", "--config", str(tmp_path / "archiver.toml"),
+        env=env, stdout=follower, stderr=asyncio.subprocess.PIPE,
+    )
+    os.close(follower)
+    output = bytearray()
+    loop = asyncio.get_running_loop()
+
+    def read_all() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed with the process
+                return
+            if not chunk:
+                return
+            output.extend(chunk)
+
+    reader = loop.run_in_executor(None, read_all)
+    await asyncio.wait_for(proc.wait(), 60)
+    await asyncio.wait_for(reader, 10)
+    os.close(leader)
+    text = output.decode()
+    assert proc.returncode == 0
+    assert "\r" in text and "/4 sessions" in text and "/s" in text  # the progress line
+    assert "archived 4 sessions" in text
+    # Not a terminal: no progress line, only the summary.
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        store.enqueue([("session", IDS[0])], force=True)
+    sim.faults.slow_body = 0.0
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "archiver", "once", "--config", str(tmp_path / "archiver.toml"),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0 and "\r" not in out.decode() and "archived 1 sessions" in out.decode()
+    assert all(json.loads(line) for line in err.decode().splitlines())  # JSON log lines off a terminal
