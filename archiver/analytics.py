@@ -14,6 +14,9 @@ de-duplicate.
 
 from __future__ import annotations
 
+import collections
+import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -23,8 +26,11 @@ from .client import KoreClient
 from .config import DiscoveryConfig
 from .errors import ProtocolError
 from .ratelimit import MultiWindowLimiter, RateLimiter
+from .store import JobStore
 
 MINUTE, HOUR = 60.0, 3600.0
+# Store meta key holding the times of the Analytics calls of the last hour (JSON list).
+LEDGER_KEY = "analytics.calls"
 # getMessagesV2 serves up to 10,000 messages a page; a conversation rarely has more than a few
 # hundred, and a smaller page keeps one answer well under the client's JSON size cap.
 MESSAGES_PAGE_SIZE = 1000
@@ -41,6 +47,12 @@ def analytics_limiter(
     return MultiWindowLimiter(
         [(discovery.requests_per_minute, minute), (discovery.requests_per_hour, hour)], margin=margin
     )
+
+
+def _largest_limit(limiter: RateLimiter) -> int:
+    if isinstance(limiter, MultiWindowLimiter):
+        return max(limit for limit, _window in limiter.windows)
+    return limiter.limit
 
 
 def kore_time(when: datetime) -> str:
@@ -73,13 +85,40 @@ class AnalyticsClient:
         limiter: RateLimiter | None = None,
         channel: str | None = None,
         messages_page_size: int = MESSAGES_PAGE_SIZE,
+        ledger: JobStore | None = None,
     ) -> None:
+        """``ledger``: the job store, where the times of recent calls are kept across restarts."""
         if not 1 <= messages_page_size <= MAX_MESSAGES_PAGE_SIZE:
             raise ValueError(f"messages_page_size must be between 1 and {MAX_MESSAGES_PAGE_SIZE}")
         self.client = client
         self.limiter = limiter or analytics_limiter(client.config.discovery)
         self.channel = channel or client.config.discovery.channel
         self.messages_page_size = messages_page_size
+        self._ledger = ledger if isinstance(self.limiter, MultiWindowLimiter) else None
+        # Wall-clock times of the calls still inside the longest window (the hour).
+        self._calls: collections.deque[float] = collections.deque(maxlen=_largest_limit(self.limiter))
+        if self._ledger is not None:
+            self._restore()
+            self.limiter.on_acquire = self._remember
+
+    def _restore(self) -> None:
+        """Count the calls an earlier process made within the longest window: the hourly limit
+        holds across restarts, not only within one run."""
+        assert isinstance(self.limiter, MultiWindowLimiter) and self._ledger is not None
+        try:
+            stored = json.loads(self._ledger.get_meta(LEDGER_KEY) or "[]")
+        except ValueError:
+            stored = []
+        now = time.time()
+        longest = self.limiter.windows[-1][1]
+        recent = sorted(float(t) for t in stored if isinstance(t, (int, float)) and 0 <= now - float(t) < longest)
+        self._calls.extend(recent)
+        self.limiter.seed([now - t for t in recent])
+
+    def _remember(self) -> None:
+        assert self._ledger is not None
+        self._calls.append(time.time())
+        self._ledger.set_meta(LEDGER_KEY, json.dumps([round(t, 3) for t in self._calls]))
 
     async def get_sessions(self, date_from: datetime, date_to: datetime, *, skip: int, limit: int) -> Page:
         """POST /getSessions: sessions started in [date_from, date_to] (under 7 days), newest first."""

@@ -93,7 +93,7 @@ class Discovery:
         self.store = store
         self.clock = clock
         # Pass the AnalyticsClient the transcripts use, so one limiter holds the bot's budget.
-        self.analytics = analytics or AnalyticsClient(client)
+        self.analytics = analytics or AnalyticsClient(client, ledger=store)
         self._lock = asyncio.Lock()
 
     async def watermark(self) -> float | None:

@@ -82,6 +82,8 @@ class MultiWindowLimiter(RateLimiter):
         super().__init__(limit, window, margin=margin, clock=clock)
         self.windows: tuple[tuple[int, float], ...] = tuple(ordered)
         self._longer = [RateLimiter(n, w, margin=margin, clock=clock) for n, w in longer]
+        # Called after each acquisition (the Analytics client persists its budget with it).
+        self.on_acquire: Callable[[], None] | None = None
 
     def delay(self) -> float:
         """Seconds until every window has room (0 when a request may go now)."""
@@ -96,3 +98,13 @@ class MultiWindowLimiter(RateLimiter):
             self._sent.append(now)
             for inner in self._longer:
                 inner._sent.append(now)
+            if self.on_acquire is not None:
+                self.on_acquire()
+
+    def seed(self, ages: Sequence[float]) -> None:
+        """Count requests made ``ages`` seconds ago (by an earlier run) in every window."""
+        now = self._clock()
+        for age in sorted(ages, reverse=True):
+            for limiter in (self, *self._longer):
+                if age < limiter.window:
+                    limiter._sent.append(now - age)

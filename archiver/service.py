@@ -129,7 +129,7 @@ class Service:
         media_http = await stack.enter_async_context(media_session(config))
         client = KoreClient(config, api_http, metrics=self.metrics)
         downloader = MediaDownloader(config, media_http, metrics=self.metrics)
-        analytics = AnalyticsClient(client)
+        analytics = AnalyticsClient(client, ledger=self.store)
         archiver = SessionArchiver(config, client, downloader, self.metrics, analytics=analytics)
         self.discovery = Discovery(config, client, self.store, analytics=analytics)
         self.pool = WorkerPool(config, self.store, archiver, self.metrics)

@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -317,3 +317,31 @@ def test_render_text() -> None:
 def test_discovery_results_add_up() -> None:
     total = DiscoveryResult(windows=1, pages=2, seen=3, added=2, known=1) + DiscoveryResult(1, 1, 1, 0, 1, 4)
     assert total == DiscoveryResult(windows=2, pages=3, seen=4, added=2, known=2, ignored=4)
+
+
+async def test_the_hourly_budget_survives_a_restart(tmp_path, simulator):
+    """Calls made by an earlier process still count against the hour after a restart."""
+    from archiver.analytics import AnalyticsClient, analytics_limiter
+    from archiver.client import KoreClient, api_session
+    from archiver.store import JobStore
+
+    from .conftest import make_config
+
+    sim = await simulator(sessions_per_day=4, analytics_per_minute=0, analytics_per_hour=0)
+    config = make_config(tmp_path, sim, discovery__requests_per_minute=100, discovery__requests_per_hour=3)
+    now = datetime.now(timezone.utc)
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        async with api_session(config) as http:
+            first = AnalyticsClient(KoreClient(config, http), ledger=store,
+                                    limiter=analytics_limiter(config.discovery, minute=5.0, hour=600.0))
+            for _ in range(3):
+                await first.get_sessions(now - timedelta(hours=1), now, skip=0, limit=10)
+            assert first.limiter.delay() > 500
+            # A new process (new client, same store) starts with the hour already spent.
+            second = AnalyticsClient(KoreClient(config, http), ledger=store,
+                                     limiter=analytics_limiter(config.discovery, minute=5.0, hour=600.0))
+            assert second.limiter.delay() > 500
+            # Without the ledger it would not know.
+            third = AnalyticsClient(KoreClient(config, http),
+                                    limiter=analytics_limiter(config.discovery, minute=5.0, hour=600.0))
+            assert third.limiter.delay() == 0
