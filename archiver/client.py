@@ -246,12 +246,13 @@ class KoreClient:
     ) -> T:
         url = self._base.with_path(self._base.path + path).with_query(params)
         for signed_again in (False, True):
-            await limiter.acquire()
+            slot = await limiter.acquire()
             try:
                 async with self.http.request(
                     method, url, headers={"auth": self.signer.token(), "Accept": "application/json"},
                     json=body, allow_redirects=False,
                 ) as resp:
+                    limiter.settle(slot)
                     self.metrics.api_calls.labels(endpoint, str(resp.status)).inc()
                     if resp.status == 401 and not signed_again:
                         # A token can be refused for reasons a new one fixes (clock skew, a

@@ -2,17 +2,23 @@
 
 The Contact Center APIs allow a fixed number of requests per rolling window per account
 (60 a minute). Every avoidable 429 costs a whole window, so the limiter keeps us under the
-budget instead of reacting to refusals: it remembers when the last N requests were sent and
-makes the next one wait until the oldest leaves the window. A small margin covers the
-difference between when we send and when the server counts.
+budget instead of reacting to refusals: it remembers when the last N requests were made and
+makes the next one wait until the oldest leaves the window.
+
+The server counts a request when it arrives, somewhere between our send and its answer; a
+slow connection set-up can put that well after the moment we queued it. So each request's
+slot is stamped again when the answer arrives (:meth:`RateLimiter.settle`), the latest
+moment the server can have counted it, and a small margin covers the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
 from typing import Callable, Sequence
+
+
+Slot = list  # [time] of one request, see RateLimiter.settle
 
 
 class RateLimiter:
@@ -30,11 +36,12 @@ class RateLimiter:
             raise ValueError("limit must be >= 1 and window > 0")
         self.limit = limit
         self.window = window
-        # We count a request when it is queued, the server when it arrives: the margin covers
-        # connection set-up and jitter in between. 2% of the window, between 0.1 s and 1 s.
+        # 2% of the window, between 0.1 s and 1 s: clock jitter between us and the server.
         self.margin = min(1.0, max(0.1, 0.02 * window)) if margin is None else margin
         self._clock = clock
-        self._sent: collections.deque[float] = collections.deque(maxlen=limit)
+        # One slot per recent request: a one-element list holding its time, so settle() can
+        # move it later. At most ``limit`` of them.
+        self._sent: list[Slot] = []
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
 
@@ -43,15 +50,26 @@ class RateLimiter:
         now = self._clock()
         wait = max(0.0, self._paused_until - now)
         if len(self._sent) >= self.limit:
-            wait = max(wait, self._sent[0] + self.window + self.margin - now)
+            wait = max(wait, min(slot[0] for slot in self._sent) + self.window + self.margin - now)
         return wait
 
-    async def acquire(self) -> None:
-        """Wait for a slot and take it."""
+    def _take(self, slot: Slot) -> None:
+        if len(self._sent) >= self.limit:
+            self._sent.remove(min(self._sent, key=lambda s: s[0]))  # the one that left the window
+        self._sent.append(slot)
+
+    async def acquire(self) -> Slot:
+        """Wait for room and take a slot; pass it to :meth:`settle` when the answer arrives."""
         async with self._lock:
             while (wait := self.delay()) > 0:
                 await asyncio.sleep(wait)
-            self._sent.append(self._clock())
+            slot: Slot = [self._clock()]
+            self._take(slot)
+            return slot
+
+    def settle(self, slot: Slot) -> None:
+        """The answer to the slot's request arrived: the server counted it by now."""
+        slot[0] = max(slot[0], self._clock())
 
     def pause(self, seconds: float) -> None:
         """Hold every request for ``seconds`` (after a 429: the server's window is full)."""
@@ -89,17 +107,17 @@ class MultiWindowLimiter(RateLimiter):
         """Seconds until every window has room (0 when a request may go now)."""
         return max([super().delay(), *(inner.delay() for inner in self._longer)])
 
-    async def acquire(self) -> None:
-        """Wait until every window has a slot, and take one in each."""
+    async def acquire(self) -> Slot:
+        """Wait until every window has room, and take one slot counted in each."""
         async with self._lock:
             while (wait := self.delay()) > 0:
                 await asyncio.sleep(wait)
-            now = self._clock()
-            self._sent.append(now)
-            for inner in self._longer:
-                inner._sent.append(now)
+            slot: Slot = [self._clock()]
+            for limiter in (self, *self._longer):
+                limiter._take(slot)
             if self.on_acquire is not None:
                 self.on_acquire()
+            return slot
 
     def seed(self, ages: Sequence[float]) -> None:
         """Count requests made ``ages`` seconds ago (by an earlier run) in every window."""
@@ -107,4 +125,4 @@ class MultiWindowLimiter(RateLimiter):
         for age in sorted(ages, reverse=True):
             for limiter in (self, *self._longer):
                 if age < limiter.window:
-                    limiter._sent.append(now - age)
+                    limiter._take([now - age])
