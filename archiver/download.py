@@ -125,7 +125,7 @@ class MediaDownloader:
                 except TransientError as exc:
                     if attempt >= self.retry.max_attempts or not is_transient(exc):
                         raise
-                    delay = exc.retry_after if exc.retry_after is not None else self._backoff(attempt)
+                    delay = exc.retry_after if exc.retry_after is not None else self.retry.backoff(attempt)
                     self.metrics.retries.labels("media").inc()
                     log.info(
                         "media %s: %s; resuming at byte %d in %.1fs (attempt %d)",
@@ -140,12 +140,6 @@ class MediaDownloader:
             after = None if then is None else (lambda: then(result()))
             await out.commit(expected_size=state.total, tail=tail, then=after)
             return result()
-
-    def _backoff(self, attempt: int) -> float:
-        import random
-
-        ceiling = min(self.retry.backoff_max, self.retry.backoff_initial * 2 ** (attempt - 1))
-        return random.uniform(0, ceiling)
 
     async def _fetch_once(self, state: "_Transfer", out: AtomicFile) -> list[bytes]:
         """One request (following redirects); appends to ``out`` from ``out.size`` on.

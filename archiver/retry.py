@@ -1,16 +1,18 @@
 """The retry policy: one place decides what is retried, how often and how long to wait.
 
-Waits are exponential with full jitter (tenacity's ``wait_random_exponential``), except
-when the server said how long (``Retry-After``), which is honoured as given.
+Waits are exponential with full jitter (:meth:`RetryPolicy.backoff`, the same formula as
+tenacity's ``wait_random_exponential``), except when the server said how long
+(``Retry-After``), which is honoured as given.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, TypeVar
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from .config import HttpConfig
 from .errors import is_transient
@@ -31,13 +33,18 @@ class RetryPolicy:
     def from_config(cls, http: HttpConfig) -> "RetryPolicy":
         return cls(http.max_attempts, http.backoff_initial, http.backoff_max)
 
+    def backoff(self, attempt: int) -> float:
+        """Full-jitter exponential backoff after ``attempt`` (1-based) failed: the one formula,
+        also for the loops tenacity does not drive (media resumes, whole sessions)."""
+        return random.uniform(0, min(self.backoff_max, self.backoff_initial * 2 ** max(0, attempt - 1)))
+
     def wait_for(self, state: RetryCallState) -> float:
         """Seconds before the next attempt: Retry-After if the server gave one, else jittered backoff."""
         exc = state.outcome.exception() if state.outcome else None
         hint = getattr(exc, "retry_after", None)
         if hint is not None:
             return min(float(hint), max(self.backoff_max, 3600.0))
-        return wait_random_exponential(multiplier=self.backoff_initial, max=self.backoff_max)(state)
+        return self.backoff(state.attempt_number)
 
     async def call(
         self,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import random
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from .errors import ArchiverError, DiskFullError, NotReadyError, PermanentError,
 from .ids import SESSION
 from .logsetup import job_context
 from .metrics import Metrics
+from .retry import RetryPolicy
 from .store import Job, JobStore
 from .window import Window
 
@@ -69,6 +69,9 @@ class WorkerPool:
         self.clock = clock
         self.wake = asyncio.Event()
         self.stats = PoolStats()
+        # Between attempts of a whole session: the call policy's formula, at least a minute's ceiling.
+        http = config.http
+        self._session_backoff = RetryPolicy(http.max_attempts, http.backoff_initial, max(http.backoff_max, 60.0))
         self.active = 0
         self.disk_paused_until = 0.0
         self._disk_warned = False
@@ -250,7 +253,7 @@ class WorkerPool:
             if job.attempts >= daemon.max_attempts:
                 self._fail(job, f"gave up after {job.attempts} attempts: {reason}")
             else:
-                delay = _backoff(job.attempts, self.config.http.backoff_initial, max(self.config.http.backoff_max, 60.0))
+                delay = self.config.http.backoff_initial + self._session_backoff.backoff(job.attempts)
                 self.store.retry_later(job.id, now + delay, reason or "transient error")
                 self.stats.retried += 1
                 self.metrics.retries.labels("session").inc()
@@ -266,7 +269,3 @@ class WorkerPool:
         self.metrics.sessions.labels("failed").inc()
         log.error("failed: %s", reason)
 
-
-def _backoff(attempt: int, initial: float, ceiling: float) -> float:
-    """Full-jitter exponential backoff between attempts of a whole session."""
-    return random.uniform(initial, min(ceiling, initial * 2 ** max(0, attempt - 1)) + initial)
