@@ -39,7 +39,7 @@ from .errors import (
     is_transient,
 )
 from .metrics import Metrics
-from .netguard import check_media_url
+from .netguard import GuardedResolver, check_media_url
 from .redact import redact_url
 from .retry import RetryPolicy
 
@@ -289,7 +289,6 @@ def tune_allocator() -> None:
 
 def media_session(config: Config) -> aiohttp.ClientSession:
     """The HTTP session for media hosts: no cookie jar, no default headers, guarded DNS."""
-    from .netguard import GuardedResolver
 
     tune_allocator()
 
