@@ -289,7 +289,6 @@ def tune_allocator() -> None:
 
 def media_session(config: Config) -> aiohttp.ClientSession:
     """The HTTP session for media hosts: no cookie jar, no default headers, guarded DNS."""
-
     tune_allocator()
 
     connector = aiohttp.TCPConnector(
