@@ -310,30 +310,45 @@ async def test_second_run_is_a_no_op(tmp_path, simulator):
 
 
 async def test_wrong_content_type_and_invalid_json_are_protocol_errors(tmp_path):
-    from aioresponses import aioresponses
+    """A crafted API on loopback answers each call with one lie, in turn."""
+    from aiohttp import web
 
-    config_dir = tmp_path
-    from archiver.config import load_config
+    answers = [
+        lambda: web.Response(status=200, body=b"<html>", content_type="text/html"),
+        lambda: web.Response(status=200, body=b"{not json", content_type="application/json"),
+        lambda: web.Response(status=302, headers={"Location": "https://evil.example/"}),
+        lambda: web.json_response({"status": "weird", "recording": []}),
+    ]
+    seen: list[str] = []
 
-    path = config_dir / "c.toml"
-    path.write_text('[kore]\nhost = "https://api.example.com"\nbot_id = "st-b"\nclient_id = "cs-c"\n[http]\nmax_attempts = 1\n')
-    config = load_config(path, env={"ARCHIVER_KORE_CLIENT_SECRET": "secret-1234"})
-    url = "https://api.example.com/api/public/bot/st-b/v2/recordings?sessionId=" + SID
-    async with api_session(config) as http:
-        client = KoreClient(config, http)
-        with aioresponses() as mocked:
-            mocked.get(url, status=200, body="<html>", content_type="text/html")
-            with pytest.raises(ProtocolError, match="content type"):
-                await client.recordings_v2("session", SID)
-            mocked.get(url, status=200, body="{not json", content_type="application/json")
-            with pytest.raises(ProtocolError, match="not valid JSON"):
-                await client.recordings_v2("session", SID)
-            mocked.get(url, status=302, headers={"Location": "https://evil.example/"})
-            with pytest.raises(ProtocolError, match="redirect"):
-                await client.recordings_v2("session", SID)
-            mocked.get(url, status=200, payload={"status": "weird", "recording": []})
-            with pytest.raises(ProtocolError, match="unknown status"):
-                await client.recordings_v2("session", SID)
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.path_qs)
+        return answers[len(seen) - 1]()
+
+    app = web.Application()
+    app.router.add_get("/api/public/bot/st-b/v2/recordings", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        from archiver.config import load_config
+
+        path = tmp_path / "c.toml"
+        path.write_text(
+            f'[kore]\nhost = "http://127.0.0.1:{port}"\nbot_id = "st-b"\nclient_id = "cs-c"\n'
+            "[http]\nmax_attempts = 1\n"
+        )
+        config = load_config(path, env={"ARCHIVER_KORE_CLIENT_SECRET": "secret-1234"})
+        async with api_session(config) as http:
+            client = KoreClient(config, http)
+            for expected in ("content type", "not valid JSON", "redirect", "unknown status"):
+                with pytest.raises(ProtocolError, match=expected):
+                    await client.recordings_v2("session", SID)
+    finally:
+        await runner.cleanup()
+    assert seen == [f"/api/public/bot/st-b/v2/recordings?sessionId={SID}"] * 4
 
 
 def test_sha256_helper_matches(tmp_path: Path):

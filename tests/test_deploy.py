@@ -60,7 +60,9 @@ SHELL_PUNCTUATION = "();<>|&"
 
 def require_tool(name: str) -> str:
     """The path of an executable the deploy checks need; fail (not skip) when it is missing."""
-    path = shutil.which(name)
+    # A tool installed by the test extra lives beside this interpreter (the venv's bin), which
+    # need not be on PATH when the suite runs as ``.venv/bin/python -m pytest``.
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if path is None:
         pytest.fail(
             f"{name!r} is not on PATH; the deploy checks need it "
