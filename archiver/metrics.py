@@ -1,8 +1,19 @@
-"""Prometheus metrics, one registry per running archiver (so tests never share counters)."""
+"""Prometheus metrics, one registry per running archiver (so tests never share counters).
+
+The alert rules and the dashboard in ``deploy/monitoring/`` use these names; a test renders
+``/metrics`` and checks that every name they query exists here.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from . import __version__
+
+# Labels of the gauges and counters whose label values are fixed, pre-set to 0 so that
+# alert expressions see a series from the first scrape (absent series never fire).
+INBOX_OUTCOMES = ("processed", "rejected", "quarantined")
+PAUSE_REASONS = ("disk", "outage", "rate_limit")
 
 
 class Metrics:
@@ -11,6 +22,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        self.build_info = Gauge("archiver_build_info", "Always 1; the version as a label", ["version"], registry=r)
+        self.build_info.labels(__version__).set(1)
         self.sessions = Counter("archiver_sessions_total", "Sessions finished, by outcome", ["outcome"], registry=r)
         self.bytes = Counter("archiver_bytes_total", "Audio bytes written to the archive, by kind", ["kind"], registry=r)
         self.files = Counter("archiver_files_total", "Files archived, by kind", ["kind"], registry=r)
@@ -20,6 +33,10 @@ class Metrics:
         self.url_refreshes = Counter("archiver_media_url_refreshes_total", "Media URLs asked for again after refusal or expiry", registry=r)
         self.resumes = Counter("archiver_download_resumes_total", "Downloads resumed with Range", registry=r)
         self.queue = Gauge("archiver_queue_jobs", "Jobs in the store, by state", ["state"], registry=r)
+        self.oldest_pending_age = Gauge(
+            "archiver_oldest_pending_age_seconds",
+            "Age of the oldest job not yet archived (pending, deferred or running); 0 when none", registry=r,
+        )
         self.download_seconds = Histogram(
             "archiver_download_duration_seconds", "Time to download one media file",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800), registry=r,
@@ -27,6 +44,20 @@ class Metrics:
         self.verify_problems = Counter("archiver_verify_damaged_sessions_total", "Damaged sessions found by scheduled verification", registry=r)
         self.deletions = Counter("archiver_source_deletions_total", "Delete-after-archive outcomes", ["status"], registry=r)
         self.last_success = Gauge("archiver_last_success_timestamp_seconds", "When a session was last archived", registry=r)
+        self.inbox_files = Counter(
+            "archiver_inbox_files_total", "Inbox files taken, by outcome (processed, rejected, quarantined)", ["outcome"], registry=r,
+        )
+        for outcome in INBOX_OUTCOMES:
+            self.inbox_files.labels(outcome)
+        self.vendor_up = Gauge("archiver_vendor_up", "1 while the vendor host answers, 0 while the circuit is open", ["host"], registry=r)
+        self.connection_errors = Counter(
+            "archiver_connection_errors_total", "Connection errors, timeouts and 5xx answers, by endpoint", ["endpoint"], registry=r,
+        )
+        self.downloads_paused = Gauge(
+            "archiver_downloads_paused", "1 while downloads are paused, by reason (disk, outage, rate_limit)", ["reason"], registry=r,
+        )
+        for reason in PAUSE_REASONS:
+            self.downloads_paused.labels(reason).set(0)
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -38,6 +38,8 @@ from .worker import PoolStats, WorkerPool
 
 log = logging.getLogger("archiver.service")
 STATES = ("pending", "running", "deferred", "done", "failed")
+# FileOutcome.disposition -> the outcome label of archiver_inbox_files_total.
+INBOX_OUTCOME_LABELS = {"processed": "processed", "rejected": "rejected", "moved_aside": "quarantined"}
 
 
 class StateLock:
@@ -212,6 +214,10 @@ class Service:
         except OSError as exc:
             log.error("cannot scan the inbox %s: %s", self.config.daemon.inbox_dir, exc)
             return 0
+        for outcome in outcomes:
+            label = INBOX_OUTCOME_LABELS.get(outcome.disposition)
+            if label:
+                self.metrics.inbox_files.labels(label).inc()
         accepted = sum(o.accepted for o in outcomes)
         if accepted and self.pool is not None:
             self.pool.notify()
@@ -246,9 +252,12 @@ class Service:
     def _update_status(self) -> None:
         if self.store is None:
             return
-        counts = self.store.counts()
+        status = self.store.status(recent=0)
+        counts = status.counts
         for state in STATES:
             self.metrics.queue.labels(state).set(counts.get(state, 0))
+        oldest = status.oldest_pending_at
+        self.metrics.oldest_pending_age.set(max(0.0, time.time() - oldest) if oldest else 0.0)
         self.notifier.notify(status=self._status_line(counts))
 
     def _status_line(self, counts: dict[str, int] | None = None) -> str:
