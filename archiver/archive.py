@@ -29,7 +29,7 @@ from .config import Config
 from .download import DownloadResult, MediaDownloader
 from .errors import MediaRefusedError, NotReadyError, PermanentError, ProtocolError, TransientError
 from .ids import SESSION
-from .inline import InlineRecordingParser, RecordingData, RecordingEnd, RecordingStart
+from .inline import InlineRecordingParser, RecordingData, RecordingEnd, RecordingStart, is_audio_type
 from .layout import (
     MANIFEST,
     RECORDINGS,
@@ -395,6 +395,8 @@ class _InlineWriter:
 
     async def handle(self, event: Any) -> None:
         if isinstance(event, RecordingStart):
+            if not is_audio_type(event.mime):
+                raise ProtocolError(f"v1 recording {event.index + 1} is a {event.mime[:40]!r} data: URI, not audio")
             self.target.mkdir(parents=True, exist_ok=True)
             self.mime = event.mime
             name = safe_filename(f"recording-{event.index + 1}{extension_for(event.mime)}", "recording.bin", self.taken)

@@ -48,6 +48,9 @@ MAX_JSON_BODY = 32 * 1024 * 1024
 READY = "success"
 NOT_READY = frozenset({"call_in_progress", "media_in_progress"})
 V2_STATUSES = frozenset({"success", "media_unavailable", "failed"}) | NOT_READY
+# The voicemail sample answer spells its list "voicemail recording", the field table
+# "voicemail_recording": both are read, and merged when an answer holds both.
+VOICEMAIL_KEYS = ("voicemail recording", "voicemail_recording")
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ def kore_message(body: bytes) -> str:
         data = json.loads(body)
         messages = [str(e.get("msg", "")) for e in data.get("errors", []) if isinstance(e, dict)]
         text = "; ".join(m for m in messages if m)
-    except (ValueError, AttributeError, TypeError):
+    except (ValueError, AttributeError, TypeError, RecursionError):
         text = ""
     if not text:
         text = body[:200].decode("utf-8", "replace").strip() or "(empty body)"
@@ -131,9 +134,7 @@ class KoreClient:
     async def recordings_v2(self, id_type: str, ext_id: str) -> RecordingsAnswer:
         """GET /v2/recordings: status and signed URLs."""
         data = await self._json_call("v2_recordings", "GET", "/v2/recordings", {self._key(id_type): ext_id})
-        status = data.get("status", READY)
-        if not isinstance(status, str) or status not in V2_STATUSES:
-            raise ProtocolError(f"v2 recordings: unknown status {str(status)[:40]!r}")
+        status = answer_status(data, "v2 recordings")
         return RecordingsAnswer(status, _media_items(data.get("recording"), "recording"))
 
     async def voicemail(self, session_id: str) -> VoicemailAnswer:
@@ -141,10 +142,8 @@ class KoreClient:
         data = await self._json_call(
             "voicemail", "GET", "/voicemail", {"sessionId": session_id, "transcription": "true"}
         )
-        status = data.get("status", READY)
-        if not isinstance(status, str):
-            raise ProtocolError("voicemail: status is not a string")
-        raw = data.get("voicemail recording", data.get("voicemail_recording"))
+        status = answer_status(data, "voicemail")
+        raw = _merged_lists(data, VOICEMAIL_KEYS)
         transcriptions = data.get("transcriptions") or []
         if not isinstance(transcriptions, list):
             raise ProtocolError("voicemail: transcriptions is not a list")
@@ -201,6 +200,10 @@ class KoreClient:
                 data = json.loads(body)
             except ValueError:
                 raise ProtocolError(f"{endpoint}: the answer is not valid JSON") from None
+            except RecursionError:
+                # Nesting deep enough to exhaust the parser's stack is not an answer the API
+                # gives; asking again gets the same bytes, so it is permanent, not retried.
+                raise ProtocolError(f"{endpoint}: the answer's JSON is nested too deeply to read") from None
             if not isinstance(data, dict):
                 raise ProtocolError(f"{endpoint}: the answer is not a JSON object")
             return data
@@ -334,6 +337,45 @@ async def _read_capped(resp: aiohttp.ClientResponse, cap: int, what: str) -> byt
             raise TooLargeError(f"{what}: answer is over the {cap}-byte limit")
         parts.append(chunk)
     return b"".join(parts)
+
+
+def answer_status(data: dict[str, Any], what: str) -> str:
+    """The ``status`` of a recordings or voicemail answer, validated.
+
+    An answer without one (``{}``) is an error, never "success with nothing". A status the
+    documents do not list (``processing``, ``pending``) is taken as "not ready": asking again
+    later is safe, while reading it as "done, nothing there" would lose the media for good.
+    """
+    if "status" not in data:
+        raise ProtocolError(f"{what}: the answer has no status")
+    status = data["status"]
+    if not isinstance(status, str):
+        raise ProtocolError(f"{what}: status is not a string")
+    if status not in V2_STATUSES:
+        raise NotReadyError(f"{what}: unknown status {scrub(status[:40])!r}; asking again later", status=status[:40])
+    return status
+
+
+def _merged_lists(data: dict[str, Any], keys: tuple[str, ...]) -> list[Any] | None:
+    """The lists under each of ``keys``, one after the other, a repeated entry taken once."""
+    merged: list[Any] = []
+    seen: set[tuple[str, str]] = set()
+    present = False
+    for key in keys:
+        raw = data.get(key)
+        if raw is None:
+            continue
+        if not isinstance(raw, list):
+            raise ProtocolError(f"{key!r} is not a list")
+        present = True
+        for entry in raw:
+            identity = (repr(entry.get("fileName")), repr(entry.get("fileUrl"))) if isinstance(entry, dict) else None
+            if identity is not None and identity in seen:
+                continue  # the same file under both keys is one file
+            if identity is not None:
+                seen.add(identity)
+            merged.append(entry)
+    return merged if present else None
 
 
 def _media_items(raw: Any, key: str) -> tuple[MediaItem, ...]:

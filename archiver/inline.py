@@ -627,6 +627,16 @@ def _may_become_header(header: list[str]) -> bool:
     return len(header) != 5 or "".join(header).lower() == "data:"
 
 
+def is_audio_type(mime: str) -> bool:
+    """True for the media types an inline recording may carry: ``audio/*`` or raw bytes.
+
+    The parser extracts whatever type an item declares; the archive keeps only these. A page
+    or document inline (``data:text/html``, an error's JSON) is not a recording: archived as
+    ``recording-1.bin`` it would count a lost call as archived.
+    """
+    return mime.startswith("audio/") or mime == "application/octet-stream"
+
+
 def _data_uri_mime(header: str) -> str | None:
     """The lower-cased mime type of ``data:<type>/<subtype>[;param...];base64``, or None."""
     lowered = header.lower()

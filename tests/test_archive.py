@@ -343,9 +343,12 @@ async def test_wrong_content_type_and_invalid_json_are_protocol_errors(tmp_path)
         config = load_config(path, env={"ARCHIVER_KORE_CLIENT_SECRET": "secret-1234"})
         async with api_session(config) as http:
             client = KoreClient(config, http)
-            for expected in ("content type", "not valid JSON", "redirect", "unknown status"):
+            for expected in ("content type", "not valid JSON", "redirect"):
                 with pytest.raises(ProtocolError, match=expected):
                     await client.recordings_v2("session", SID)
+            # A status the documents do not list is "not ready": asked again later, never "done".
+            with pytest.raises(NotReadyError, match="unknown status 'weird'"):
+                await client.recordings_v2("session", SID)
     finally:
         await runner.cleanup()
     assert seen == [f"/api/public/bot/st-b/v2/recordings?sessionId={SID}"] * 4
