@@ -36,6 +36,7 @@ from .layout import (
     SIDECAR_SUFFIX,
     TRANSCRIPTION_SUFFIX,
     VOICEMAIL,
+    TakenNames,
     extension_for,
     inside,
     safe_filename,
@@ -274,9 +275,8 @@ class SessionArchiver:
         after the audio was fsynced, names the same source and size) is not fetched again.
         """
         directory = target.parent
-        taken: set[str] = set()
-        names = [safe_filename(item.file_name, f"{kind}-{i + 1}.wav", taken) for i, item in enumerate(items)]
-        finals = [target / name for name in names]
+        # Thousands of items (a hostile or broken answer) must not hold the event loop.
+        finals = await asyncio.to_thread(_final_paths, items, target, kind)
         if reuse:
             sidecars = await asyncio.to_thread(_look_for_sidecars, directory, finals)
         else:  # nothing to look for; the files create their directory
@@ -388,7 +388,7 @@ class _InlineWriter:
         self.archiver = archiver
         self.target = target
         self.ext_id = ext_id
-        self.taken: set[str] = set()
+        self.taken = TakenNames()
         self.current: AtomicFile | None = None
         self.mime = ""
         self.files: list[dict[str, Any]] = []
@@ -483,6 +483,12 @@ def _completed_earlier(directory: Path, final: Path, item: MediaItem) -> list[di
     audio = _entry(directory, final, size, sidecar["sha256"], "audio", api, fetched)
     audio["source"] = sidecar["source"]
     return [audio, _entry(directory, side_path, len(raw), hashlib.sha256(raw).hexdigest(), "sidecar", api, fetched)]
+
+
+def _final_paths(items: tuple[MediaItem, ...], target: Path, kind: str) -> list[Path]:
+    """Where each offered item goes: one safe, unique name per item."""
+    taken = TakenNames()
+    return [target / safe_filename(item.file_name, f"{kind}-{i + 1}.wav", taken) for i, item in enumerate(items)]
 
 
 def _sidecar_path(path: Path) -> Path:

@@ -25,6 +25,7 @@ VOICEMAIL = "voicemail"
 MANIFEST = "manifest.json"
 SIDECAR_SUFFIX = ".json"
 TRANSCRIPTION_SUFFIX = ".transcription.json"
+_SIDECAR_SUFFIXES = (SIDECAR_SUFFIX, TRANSCRIPTION_SUFFIX)
 # Bytes, leaving room in a 255-byte name for the longest suffix and a temp prefix.
 MAX_NAME_BYTES = 180
 
@@ -46,7 +47,42 @@ def session_dir(root: Path, bot_id: str, id_type: str, ext_id: str) -> Path:
     return base / f"{created:%Y}" / f"{created:%m}" / f"{created:%d}" / ext_id
 
 
-def safe_filename(offered: str, default: str, taken: set[str]) -> str:
+class TakenNames:
+    """The names already given out in one session directory (compared case-insensitively),
+    with each name's next free ``-N`` suffix, so that 6,000 files all offered as ``a.wav``
+    cost linear time, not a scan from ``-2`` upwards for every one of them."""
+
+    def __init__(self) -> None:
+        self._names: set[str] = set()
+        self._next: dict[tuple[str, str], int] = {}
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._names
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def _clashes(self, candidate: str) -> bool:
+        lower = candidate.lower()
+        if lower == MANIFEST or any(member in self._names for member in _family(lower)):
+            return True
+        # A name that is another file's sidecar name (``x.wav.json`` beside ``x.wav``).
+        return any(lower.endswith(suffix) and lower[: -len(suffix)] in self._names for suffix in _SIDECAR_SUFFIXES)
+
+    def claim(self, stem: str, ext: str) -> str:
+        """The first free name of ``stem[-N]ext``, now taken with its sidecars' names."""
+        key = (stem.lower(), ext)
+        counter = self._next.get(key, 1)
+        candidate = f"{stem}{ext}" if counter == 1 else f"{stem}-{counter}{ext}"
+        while self._clashes(candidate):
+            counter += 1
+            candidate = f"{stem}-{counter}{ext}"
+        self._next[key] = counter + 1
+        self._names.update(_family(candidate))
+        return candidate
+
+
+def safe_filename(offered: str, default: str, taken: TakenNames) -> str:
     """One safe, unique file name from a server-supplied one.
 
     Path separators, ``..``, NUL and control characters, percent-escapes and odd unicode are
@@ -63,26 +99,13 @@ def safe_filename(offered: str, default: str, taken: set[str]) -> str:
         name = default
     stem, ext = _split_ext(name)
     stem = _truncate_utf8(stem, MAX_NAME_BYTES - len(ext))
-    name = f"{stem}{ext}"
-    candidate, counter = name, 1
-    while _clashes(candidate, taken):
-        counter += 1
-        candidate = f"{stem}-{counter}{ext}"
-    taken.update(_family(candidate))
-    return candidate
+    return taken.claim(stem, ext)
 
 
-def _family(name: str) -> set[str]:
+def _family(name: str) -> tuple[str, str, str]:
     """A file and the sidecars that will stand beside it (names compared case-insensitively)."""
     lower = name.lower()
-    return {lower, lower + SIDECAR_SUFFIX, lower + TRANSCRIPTION_SUFFIX}
-
-
-def _clashes(candidate: str, taken: set[str]) -> bool:
-    return candidate.lower() == MANIFEST or bool(_family(candidate) & taken) or any(
-        candidate.lower().endswith(suffix) and candidate.lower()[: -len(suffix)] in taken
-        for suffix in (SIDECAR_SUFFIX, TRANSCRIPTION_SUFFIX)
-    )
+    return lower, lower + SIDECAR_SUFFIX, lower + TRANSCRIPTION_SUFFIX
 
 
 def _split_ext(name: str) -> tuple[str, str]:
