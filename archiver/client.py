@@ -128,6 +128,7 @@ class KoreClient:
         self.retry = retry or RetryPolicy.from_config(config.http)
         self.metrics = metrics or Metrics()
         self._base = URL(self.kore.host.rstrip("/") + self.kore.path_prefix + f"/bot/{self.kore.bot_id}")
+        self._retry_after_warned = False
 
     # -- public calls -------------------------------------------------------------------------
 
@@ -280,7 +281,7 @@ class KoreClient:
         message = f"{endpoint}: HTTP {status}: {kore_message(body)}"
         if status == 429:
             self.metrics.rate_limited.inc()
-            delay = parse_retry_after(resp.headers.get("Retry-After"))
+            delay = self._retry_after(endpoint, resp)
             # Without Retry-After the only safe assumption is that the window is full now.
             delay = limiter.window if delay is None else delay
             limiter.pause(delay)
@@ -288,10 +289,26 @@ class KoreClient:
         if status == 401:
             raise AuthError(message, status=status)
         if status == 408 or status >= 500:
-            raise TransientError(message, retry_after=parse_retry_after(resp.headers.get("Retry-After")), status=status)
+            raise TransientError(message, retry_after=self._retry_after(endpoint, resp), status=status)
         if 300 <= status < 400:
             raise ProtocolError(f"{endpoint}: unexpected redirect (HTTP {status}); the API is not followed off-origin", status=status)
         raise PermanentError(message, status=status)
+
+    def _retry_after(self, endpoint: str, resp: aiohttp.ClientResponse) -> float | None:
+        """The server's Retry-After, at most ``kore.max_retry_after``: one answer saying "a year"
+        would otherwise pause every worker for a year. Said once, with the value received."""
+        hint = parse_retry_after(resp.headers.get("Retry-After"))
+        cap = self.kore.max_retry_after
+        if hint is None or hint <= cap:
+            return hint
+        if not self._retry_after_warned:
+            self._retry_after_warned = True
+            log.warning(
+                "%s: the server asked to wait %.0fs (Retry-After: %s); waiting kore.max_retry_after (%.0fs) instead",
+                endpoint, hint, scrub(resp.headers.get("Retry-After", ""))[:60], cap,
+                extra={"kv_endpoint": endpoint, "kv_retry_after": hint},
+            )
+        return cap
 
 
 def _translate(exc: BaseException, what: str) -> ArchiverError:

@@ -66,6 +66,7 @@ class KoreConfig:
     token_ttl: float = 55 * 60.0
     requests_per_minute: int = 60
     rate_window: float = 60.0
+    max_retry_after: float = 900.0
 
     @property
     def origin(self) -> str:
@@ -176,7 +177,7 @@ SECTIONS: dict[str, type] = {
 
 # Keys whose values are durations (seconds) or sizes (bytes) in the file.
 DURATIONS = {
-    "kore.token_ttl", "kore.rate_window", "http.connect_timeout", "http.read_timeout",
+    "kore.token_ttl", "kore.rate_window", "kore.max_retry_after", "http.connect_timeout", "http.read_timeout",
     "http.backoff_initial", "http.backoff_max", "daemon.inbox_scan_interval",
     "daemon.inbox_settle_time", "daemon.sweep_interval", "daemon.grace_period",
     "daemon.defer_delay", "daemon.not_ready_timeout", "discovery.interval", "discovery.window",
@@ -399,6 +400,8 @@ def validate(config: Config, *, need_credentials: bool = True) -> None:
         raise ConfigError("kore.requests_per_minute", "must be at least 1")
     if kore.rate_window <= 0:
         raise ConfigError("kore.rate_window", "must be more than 0")
+    if kore.max_retry_after <= 0:
+        raise ConfigError("kore.max_retry_after", "must be more than 0")
     media = config.media
     if media.chunk_size < 256 * 1024 or media.chunk_size > 64 * 1024**2:
         raise ConfigError("media.chunk_size", "must be between 256KiB and 64MiB")
