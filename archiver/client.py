@@ -21,6 +21,7 @@ from aiohttp.http_exceptions import ContentEncodingError
 from yarl import URL
 
 from .auth import TokenSigner
+from .breaker import CircuitBreaker
 from .config import Config
 from .errors import (
     ArchiverError,
@@ -31,6 +32,7 @@ from .errors import (
     RateLimited,
     TooLargeError,
     TransientError,
+    VendorDown,
 )
 from .ids import SESSION
 from .metrics import Metrics
@@ -119,7 +121,9 @@ class KoreClient:
         limiter: RateLimiter | None = None,
         retry: RetryPolicy | None = None,
         metrics: Metrics | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
+        """``breaker``: the API host's circuit breaker (shared by every worker), if any."""
         self.config = config
         self.kore = config.kore
         self.http = http
@@ -127,6 +131,7 @@ class KoreClient:
         self.limiter = limiter or RateLimiter(config.kore.requests_per_minute, config.kore.rate_window)
         self.retry = retry or RetryPolicy.from_config(config.http)
         self.metrics = metrics or Metrics()
+        self.breaker = breaker
         self._base = URL(self.kore.host.rstrip("/") + self.kore.path_prefix + f"/bot/{self.kore.bot_id}")
         self._retry_after_warned = False
 
@@ -251,6 +256,7 @@ class KoreClient:
         url = self._base.with_path(self._base.path + path).with_query(params)
         for signed_again in (False, True):
             slot = await limiter.acquire()
+            probe = self.breaker.admit() if self.breaker is not None else False
             try:
                 async with self.http.request(
                     method, url, headers={"auth": self.signer.token(), "Accept": "application/json"},
@@ -258,6 +264,8 @@ class KoreClient:
                 ) as resp:
                     limiter.settle(slot)
                     self.metrics.api_calls.labels(endpoint, str(resp.status)).inc()
+                    if resp.status < 500 and self.breaker is not None:
+                        self.breaker.succeeded()
                     if resp.status == 401 and not signed_again:
                         # A token can be refused for reasons a new one fixes (clock skew, a
                         # revoked jti); one fresh signature, then the refusal is final.
@@ -266,11 +274,33 @@ class KoreClient:
                     if resp.status != 200:
                         await self._raise_for_status(endpoint, resp, limiter)
                     return await handle(resp)
+            except TransientError as exc:
+                if exc.status is not None and exc.status >= 500:
+                    self._host_failed(endpoint, exc)
+                raise
             except ArchiverError:
                 raise
             except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
-                raise _translate(exc, endpoint) from exc
+                error = _translate(exc, endpoint)
+                if isinstance(error, TransientError):
+                    self._host_failed(endpoint, error)
+                raise error from exc
+            finally:
+                if probe:
+                    self.breaker.abandoned()
         raise AssertionError("unreachable")
+
+    def _host_failed(self, endpoint: str, error: TransientError) -> None:
+        """Count a connection error, timeout or 5xx against the API host; once that opens its
+        breaker, the caller gets :class:`VendorDown` (its job waits without spending an attempt)."""
+        if isinstance(error, VendorDown):
+            return
+        self.metrics.connection_errors.labels(endpoint).inc()
+        if self.breaker is None:
+            return
+        self.breaker.failed(str(error))
+        if not self.breaker.up:
+            raise VendorDown(f"{error}; the API host is unreachable, waiting for it", host=self.breaker.host) from error
 
     async def _raise_for_status(self, endpoint: str, resp: aiohttp.ClientResponse, limiter: RateLimiter) -> None:
         status = resp.status

@@ -114,6 +114,10 @@ class DaemonConfig:
     max_attempts: int = 8
     defer_delay: float = 600.0
     not_ready_timeout: float = 3 * 86400.0
+    session_timeout: float = 3600.0
+    breaker_threshold: int = 5
+    breaker_probe_initial: float = 5.0
+    breaker_probe_max: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -180,7 +184,8 @@ DURATIONS = {
     "kore.token_ttl", "kore.rate_window", "kore.max_retry_after", "http.connect_timeout", "http.read_timeout",
     "http.backoff_initial", "http.backoff_max", "daemon.inbox_scan_interval",
     "daemon.inbox_settle_time", "daemon.sweep_interval", "daemon.grace_period",
-    "daemon.defer_delay", "daemon.not_ready_timeout", "discovery.interval", "discovery.window",
+    "daemon.defer_delay", "daemon.not_ready_timeout", "daemon.session_timeout", "daemon.breaker_probe_initial",
+    "daemon.breaker_probe_max", "discovery.interval", "discovery.window",
     "discovery.overlap", "discovery.lookback", "verify.sample_interval",
 }
 SIZES = {"media.max_file_size", "media.chunk_size", "archive.min_free_space", "daemon.inbox_max_file_size"}
@@ -426,6 +431,12 @@ def validate(config: Config, *, need_credentials: bool = True) -> None:
         raise ConfigError("daemon.concurrency", "must be between 1 and 512")
     if daemon.max_attempts < 1:
         raise ConfigError("daemon.max_attempts", "must be at least 1")
+    if daemon.session_timeout <= 0:
+        raise ConfigError("daemon.session_timeout", "must be more than 0")
+    if daemon.breaker_threshold < 0:
+        raise ConfigError("daemon.breaker_threshold", "must not be negative (0 turns the breaker off)")
+    if daemon.breaker_probe_initial <= 0:
+        raise ConfigError("daemon.breaker_probe_initial", "must be more than 0")
     if daemon.window:
         _validate_window(daemon.window)
     discovery = config.discovery

@@ -26,6 +26,7 @@ import aiohttp
 from yarl import URL
 
 from .atomicfile import AtomicFile
+from .breaker import CircuitBreaker
 from .client import translate_http_error
 from .config import Config
 from .errors import (
@@ -36,6 +37,7 @@ from .errors import (
     TooLargeError,
     TransientError,
     UnsafeInputError,
+    VendorDown,
     is_transient,
 )
 from .metrics import Metrics
@@ -82,13 +84,16 @@ class MediaDownloader:
         *,
         metrics: Metrics | None = None,
         retry: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
+        """``breaker``: the media host's circuit breaker (shared by every worker), if any."""
         self.config = config
         self.media = config.media
         self.http = http
         self.metrics = metrics or Metrics()
         self.retry = retry or RetryPolicy.from_config(config.http)
         self._slots = asyncio.Semaphore(config.media.concurrency)
+        self.breaker = breaker
 
     async def download(
         self, url: str, final_path: Path, *, then: Callable[[DownloadResult], None] | None = None
@@ -152,6 +157,21 @@ class MediaDownloader:
             headers["Range"] = f"bytes={offset}-"
             state.resumes += 1
             self.metrics.resumes.inc()
+        probe = self.breaker.admit() if self.breaker is not None else False
+        try:
+            return await self._request(state, out, offset, headers)
+        except TransientError as exc:
+            if exc.status is not None and exc.status >= 500:
+                self._host_failed(exc)
+            raise
+        finally:
+            if probe:
+                self.breaker.abandoned()
+
+    async def _request(
+        self, state: "_Transfer", out: AtomicFile, offset: int, headers: dict[str, str]
+    ) -> list[bytes]:
+        shown = f"media {redact_url(str(state.url))}"
         try:
             resp = await self._open(state.url, headers)
         except ArchiverError:
@@ -159,15 +179,36 @@ class MediaDownloader:
         except ValueError as exc:  # a host IDNA cannot encode, a redirect to an unreadable URL
             raise UnsafeInputError(f"media URL cannot be used ({type(exc).__name__}): {redact_url(str(state.url))}") from None
         except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise translate_http_error(exc, f"media {redact_url(str(state.url))}") from exc
+            raise self._connection_error(exc, shown) from exc
         async with resp:
+            if resp.status < 500 and self.breaker is not None:
+                self.breaker.succeeded()
             await self._check_answer(resp, state, out, offset)
             try:
                 return await self._stream_body(resp, state, out)
             except ArchiverError:
                 raise
             except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
-                raise translate_http_error(exc, f"media {redact_url(str(state.url))}") from exc
+                raise self._connection_error(exc, shown) from exc
+
+    def _connection_error(self, exc: BaseException, shown: str) -> ArchiverError:
+        """The archiver error for a socket-level failure, counted against the media host."""
+        error = translate_http_error(exc, shown)
+        if isinstance(error, TransientError):
+            self._host_failed(error)
+        return error
+
+    def _host_failed(self, error: TransientError) -> None:
+        """A connection error, timeout or 5xx counts against the media host; once its breaker
+        opens, :class:`VendorDown` ends the download (the job waits, no attempt spent)."""
+        if isinstance(error, VendorDown):
+            return
+        self.metrics.connection_errors.labels("media").inc()
+        if self.breaker is None:
+            return
+        self.breaker.failed(str(error))
+        if not self.breaker.up:
+            raise VendorDown(f"{error}; the media host is unreachable, waiting for it", host=self.breaker.host) from error
 
     async def _open(self, url: URL, headers: dict[str, str]) -> aiohttp.ClientResponse:
         """GET with redirects followed by hand, each hop re-checked; no auth, no cookies."""

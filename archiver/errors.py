@@ -8,7 +8,8 @@ media) with ``raise Mapped(...) from exc``.
     ├── ConfigError            bad configuration; names the offending key
     ├── TransientError         worth retrying as is: timeouts, resets, 408, 429, 5xx
     │   ├── RateLimited        429 from the API (carries retry_after, may be None)
-    │   └── DiskFullError      ENOSPC/EDQUOT or below the free-space guard; waits for space
+    │   ├── DiskFullError      ENOSPC/EDQUOT or below the free-space guard; waits for space
+    │   └── VendorDown         a host's circuit breaker is open: the job waits, no attempt spent
     ├── NotReadyError          the vendor has no media *yet* (call/media in progress)
     ├── MediaRefusedError      a signed media URL was refused or has expired: ask for a new one
     └── PermanentError         retrying cannot help; the session is reported as failed
@@ -52,6 +53,14 @@ class RateLimited(TransientError):
 
 class DiskFullError(TransientError):
     """No space left for the archive (or below the free-space guard); retry once space returns."""
+
+
+class VendorDown(TransientError):
+    """A host (``api`` or ``media``) failed too often in a row; its breaker is open (see ``breaker``)."""
+
+    def __init__(self, message: str, *, host: str) -> None:
+        super().__init__(message)
+        self.host = host
 
 
 class NotReadyError(ArchiverError):
@@ -101,6 +110,7 @@ def is_transient(exc: BaseException) -> bool:
     """The one retry classifier: True when the same call may succeed if repeated.
 
     A full disk is transient for the job (it waits for space) but not for the call: fetching
-    the same body again into the same full disk only fails again, chunk after chunk.
+    the same body again into the same full disk only fails again, chunk after chunk. A host
+    whose breaker is open likewise: the job waits for the probe, the call does not hammer it.
     """
-    return isinstance(exc, TransientError) and not isinstance(exc, DiskFullError)
+    return isinstance(exc, TransientError) and not isinstance(exc, (DiskFullError, VendorDown))

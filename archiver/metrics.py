@@ -14,6 +14,7 @@ from . import __version__
 # alert expressions see a series from the first scrape (absent series never fire).
 INBOX_OUTCOMES = ("processed", "rejected", "quarantined")
 PAUSE_REASONS = ("disk", "outage", "rate_limit")
+VENDOR_HOSTS = ("api", "media")  # one circuit breaker each (see breaker.py)
 
 
 class Metrics:
@@ -56,6 +57,8 @@ class Metrics:
         self.downloads_paused = Gauge(
             "archiver_downloads_paused", "1 while downloads are paused, by reason (disk, outage, rate_limit)", ["reason"], registry=r,
         )
+        for host in VENDOR_HOSTS:
+            self.vendor_up.labels(host).set(1)
         for reason in PAUSE_REASONS:
             self.downloads_paused.labels(reason).set(0)
 

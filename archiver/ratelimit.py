@@ -71,6 +71,10 @@ class RateLimiter:
         """The answer to the slot's request arrived: the server counted it by now."""
         slot[0] = max(slot[0], self._clock())
 
+    def paused(self) -> bool:
+        """True while a 429 holds every request."""
+        return self._clock() < self._paused_until
+
     def pause(self, seconds: float) -> None:
         """Hold every request for ``seconds`` (after a 429: the server's window is full)."""
         self._paused_until = max(self._paused_until, self._clock() + seconds)

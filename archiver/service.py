@@ -23,6 +23,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .analytics import AnalyticsClient
+from .breaker import Breakers
 from .archive import SessionArchiver
 from .client import KoreClient, api_session
 from .config import Config
@@ -94,6 +95,7 @@ class Service:
         self.health_server: HealthServer | None = None
         self.scheduler: AsyncIOScheduler | None = None
         self.discovery: Discovery | None = None
+        self.breakers: Breakers | None = None
         self._last_tick = 0.0
         self._started = 0.0
 
@@ -129,12 +131,14 @@ class Service:
         config.archive.root.mkdir(parents=True, exist_ok=True)
         api_http = await stack.enter_async_context(api_session(config))
         media_http = await stack.enter_async_context(media_session(config))
-        client = KoreClient(config, api_http, metrics=self.metrics)
-        downloader = MediaDownloader(config, media_http, metrics=self.metrics)
+        self.breakers = Breakers.from_config(config.daemon)
+        client = KoreClient(config, api_http, metrics=self.metrics, breaker=self.breakers.api)
+        downloader = MediaDownloader(config, media_http, metrics=self.metrics, breaker=self.breakers.media)
         analytics = AnalyticsClient(client, ledger=self.store)
         archiver = SessionArchiver(config, client, downloader, self.metrics, analytics=analytics)
         self.discovery = Discovery(config, client, self.store, analytics=analytics)
-        self.pool = WorkerPool(config, self.store, archiver, self.metrics)
+        self.pool = WorkerPool(config, self.store, archiver, self.metrics, breakers=self.breakers)
+        self._export_pauses(client)
         self.inbox = Inbox(
             InboxSettings(
                 inbox_dir=config.daemon.inbox_dir,
@@ -145,7 +149,7 @@ class Service:
         )
         await self.scan_inbox()
         if self.serve_http and config.observability.http_listen:
-            self.health_server = HealthServer(config.observability.http_listen, self.metrics, self.health)
+            self.health_server = HealthServer(config.observability.http_listen, self.metrics, self.health, self.degraded)
             await self.health_server.start()
             stack.push_async_callback(self.health_server.close)
         if not self.burst:
@@ -159,6 +163,18 @@ class Service:
         self.notifier.notify(ready=1, status=self._status_line())
         self.ready.set()
         log.info("archiver %s", "draining the queue" if self.burst else "running")
+
+    def _export_pauses(self, client: KoreClient) -> None:
+        """The vendor-up and paused gauges, read from the breakers, the pool and the limiter
+        at each scrape (so they cannot go stale)."""
+        assert self.breakers is not None and self.pool is not None
+        pool = self.pool
+        for breaker in self.breakers:
+            self.metrics.vendor_up.labels(breaker.host).set_function(lambda b=breaker: 1.0 if b.up else 0.0)
+        paused = self.metrics.downloads_paused
+        paused.labels("outage").set_function(lambda: 1.0 if pool.outage() else 0.0)
+        paused.labels("disk").set_function(lambda: 1.0 if pool.disk_paused() else 0.0)
+        paused.labels("rate_limit").set_function(lambda: 1.0 if client.limiter.paused() else 0.0)
 
     def _start_scheduler(self, stack: AsyncExitStack) -> None:
         daemon = self.config.daemon
@@ -277,8 +293,11 @@ class Service:
             and now - self._last_tick < 3 * max(self.config.daemon.sweep_interval, self.config.daemon.inbox_scan_interval)
         )
         stats = self.pool.stats if self.pool else PoolStats()
+        degraded = self.degraded()
         return {
             "healthy": bool(self.ready.is_set() and scheduler_alive and not self.stopping.is_set()),
+            "degraded": degraded,
+            "vendor": {b.host: {"up": b.up, "since": b.opened_at, "last_error": b.reason} for b in self.breakers or ()},
             "ready": self.ready.is_set(),
             "scheduler_alive": bool(scheduler_alive),
             "stopping": self.stopping.is_set(),
@@ -287,3 +306,12 @@ class Service:
             "failed_this_run": stats.failed,
             "started": self._started,
         }
+
+    def degraded(self) -> list[str]:
+        """Why archiving is paused right now (empty when it is not): for /readyz and /healthz."""
+        reasons = []
+        for breaker in self.breakers.down() if self.breakers is not None else ():
+            reasons.append(f"outage: the {breaker.host} host is unreachable ({breaker.reason})")
+        if self.pool is not None and self.pool.disk_paused():
+            reasons.append("disk: below archive.min_free_space or full")
+        return reasons

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .archive import SessionArchiver
+from .archive import SessionArchiver, SessionResult
 from .config import Config
-from .errors import ArchiverError, DiskFullError, NotReadyError, PermanentError, TransientError
+from .breaker import Breakers
+from .errors import ArchiverError, DiskFullError, NotReadyError, PermanentError, TransientError, VendorDown
 from .ids import SESSION
 from .logsetup import job_context
 from .metrics import Metrics
@@ -60,6 +61,7 @@ class WorkerPool:
         *,
         window: Window | None = None,
         clock: Callable[[], float] = time.time,
+        breakers: Breakers | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -76,6 +78,12 @@ class WorkerPool:
         self.disk_paused_until = 0.0
         self._disk_warned = False
         self._tasks: list[asyncio.Task[None]] = []
+        # While a host is down, one worker at a time takes a job to carry the breaker's probe.
+        self.breakers = breakers
+        self._prober: int | None = None
+        if breakers is not None:
+            for breaker in breakers:
+                breaker.listeners.append(lambda up: self.notify() if up else None)
 
     def notify(self) -> None:
         """New or newly due work: wake idle workers."""
@@ -104,10 +112,11 @@ class WorkerPool:
 
     async def _worker(self, number: int, stopping: asyncio.Event, burst: bool) -> None:
         while not stopping.is_set():
-            pause = self._pause_for()
-            if pause and burst:
-                # A one-shot run does not sit out a closed window or a full disk: the jobs
-                # stay queued for the next run, and the exit code says so.
+            pause = self._outage_pause(number) or self._pause_for()
+            if pause and burst and not self._sits_out_outage():
+                # A one-shot run does not sit out a closed window or a full disk (nor an
+                # outage longer than daemon.session_timeout): the jobs stay queued for the
+                # next run, and the exit code says so.
                 self.wake.set()
                 return
             job = None if pause else self._claim()
@@ -118,7 +127,37 @@ class WorkerPool:
                 await self._idle(stopping, pause)
                 continue
             self.wake.set()  # there may be more: let another idle worker look
-            await self._process(job)
+            try:
+                await self._process(job)
+            finally:
+                if self._prober == number:
+                    self._prober = None
+
+    def _sits_out_outage(self) -> bool:
+        """A one-shot run waits for a host that went down, for at most daemon.session_timeout."""
+        if self.breakers is None:
+            return False
+        down = self.breakers.down()
+        started = min((b.opened_at or time.time() for b in down), default=None)
+        return started is not None and time.time() - started < self.config.daemon.session_timeout
+
+    def outage(self) -> bool:
+        """True while a host's breaker is open."""
+        return self.breakers is not None and bool(self.breakers.down())
+
+    def _outage_pause(self, number: int) -> float | None:
+        """Seconds to wait while a host is down; None when this worker may claim (no outage,
+        or it is the one that carries the probe when the probe is due)."""
+        if self.breakers is None:
+            return None
+        down = self.breakers.down()
+        if not down:
+            return None
+        wait = max(breaker.seconds_to_probe() for breaker in down)
+        if wait <= 0 and self._prober in (None, number):
+            self._prober = number
+            return None
+        return max(wait, 0.05)
 
     def _pause_for(self) -> float | None:
         """Seconds to wait before claiming, when archiving is paused (window, disk)."""
@@ -129,6 +168,10 @@ class WorkerPool:
             self.disk_paused_until = now + DISK_RECHECK
             return DISK_RECHECK
         return self.window.seconds_until_open(now)
+
+    def disk_paused(self) -> bool:
+        """True while claims wait for disk space."""
+        return self._disk_warned or self.clock() < self.disk_paused_until
 
     def _below_free_space(self) -> bool:
         """The free-space guard: pause (and say so once) below archive.min_free_space."""
@@ -179,7 +222,7 @@ class WorkerPool:
         token = job_context.set({"session": job.ext_id, "kind": job.id_type, "attempt": job.attempts})
         outcome: tuple[str, str | None] = ("release", None)
         try:
-            result = await self.archiver.archive(job.id_type, job.ext_id, wants=job.wants, force=job.force)
+            result = await self._archive(job)
             outcome = (result.outcome, result.reason)
             if result.outcome == "done":
                 self.stats.bytes += result.bytes
@@ -189,6 +232,8 @@ class WorkerPool:
             raise
         except NotReadyError as exc:
             outcome = ("not_ready", str(exc))
+        except VendorDown as exc:
+            outcome = ("outage", str(exc))
         except DiskFullError as exc:
             outcome = ("disk_full", str(exc))
         except TransientError as exc:
@@ -210,6 +255,18 @@ class WorkerPool:
             # The bookkeeping must happen even when this task is being cancelled.
             await asyncio.shield(self._settle(job, *outcome))
             job_context.reset(token)
+
+    async def _archive(self, job: Job) -> "SessionResult":
+        """Archive one session within daemon.session_timeout: a session that takes longer (a
+        server feeding it slowly, whatever the other deadlines) is released to retry later."""
+        limit = self.config.daemon.session_timeout
+        try:
+            async with asyncio.timeout(limit) as deadline:
+                return await self.archiver.archive(job.id_type, job.ext_id, wants=job.wants, force=job.force)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise TransientError(f"the session took longer than daemon.session_timeout ({limit:.0f}s)") from None
 
     async def _delete_from_source(self, job: Job, directory: Path) -> None:
         """Opt-in: delete the vendor's copy once the archive is proven (never changes the job's outcome)."""
@@ -233,6 +290,10 @@ class WorkerPool:
             log.info("archived %s", job.ext_id)
         elif outcome == "release":
             self.store.release(job.id)
+        elif outcome == "outage":
+            # The vendor is down, not the session: the attempt is given back (the breaker logs it).
+            self.store.release(job.id)
+            log.debug("waiting for the vendor: %s", reason)
         elif outcome == "not_ready":
             first = job.first_deferred_at or now
             if now - first >= daemon.not_ready_timeout:

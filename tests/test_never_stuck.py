@@ -9,14 +9,17 @@ import time
 from types import SimpleNamespace
 from typing import Any, Awaitable, Callable
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from archiver.client import KoreClient, api_session
 from archiver.errors import RateLimited
 from archiver.metrics import Metrics
+from archiver.service import Service
+from archiver.store import JobStore
 
-from .conftest import make_config
+from .conftest import assert_archived, make_config, wait_for
 
 BOT = "st-stuck-bot"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -89,3 +92,69 @@ async def test_one_retry_after_of_a_year_does_not_stop_the_workers(tmp_path):
             answer = await asyncio.wait_for(client.recordings_v2("session", "67ab573f3685d1ba99541234"), 10)
     assert answer.status == "success" and len(server.seen) == 2
     assert server.seen[1] - server.seen[0] >= 0.2
+
+
+# -- outages ----------------------------------------------------------------------------------
+
+def session_ids(count: int, salt: int) -> list[str]:
+    return [f"{0x67800000 + n * 7919:08x}{salt:04x}beef{n:08x}" for n in range(count)]
+
+
+def scrape(text: str, name: str) -> float:
+    """One sample of the Prometheus text format, by its full name with labels."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not exported")
+
+
+@pytest.mark.parametrize("host", ["api", "media"])
+async def test_an_outage_longer_than_every_retry_pauses_the_queue_and_it_resumes_by_itself(tmp_path, simulator, host):
+    sim = await simulator(seed=5, voicemail_rate=0.5, media_latency=0.01)
+    config = make_config(
+        tmp_path, sim,
+        # Every retry of a call, and of a whole session, spent in well under a second.
+        http__max_attempts=2, daemon__max_attempts=2, daemon__concurrency=4,
+        daemon__breaker_threshold=3, daemon__breaker_probe_initial="100ms", daemon__breaker_probe_max="300ms",
+        observability__http_listen="127.0.0.1:0",
+    )
+    ids = session_ids(16, 7)
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        store.enqueue([("session", sid) for sid in ids])
+    await sim.stop_host(host)
+    service = Service(config)
+    running = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(service.ready.wait(), 10)
+        breaker = getattr(service.breakers, host)
+        await wait_for(lambda: not breaker.up, what=f"the {host} breaker to open")
+        url = f"http://127.0.0.1:{service.health_server.port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url + "/healthz") as resp:
+                health = await resp.json()
+                assert resp.status == 200 and health["degraded"] and not health["vendor"][host]["up"]
+            async with http.get(url + "/readyz") as resp:
+                assert resp.status == 503 and "outage" in (await resp.json())["reasons"][0]
+            async with http.get(url + "/metrics") as resp:
+                metrics = await resp.text()
+        assert scrape(metrics, f'archiver_vendor_up{{host="{host}"}}') == 0
+        assert scrape(metrics, 'archiver_downloads_paused{reason="outage"}') == 1
+        endpoint = "media" if host == "media" else "v2_recordings"
+        assert scrape(metrics, f'archiver_connection_errors_total{{endpoint="{endpoint}"}}') >= 3
+        # Down for many times what every retry would take, probes failing all along.
+        down_since = time.monotonic()
+        await wait_for(lambda: time.monotonic() - down_since > 2.0, what="the outage to last")
+        assert service.store.counts().get("failed", 0) == 0
+        await sim.start_host(host)
+        await wait_for(lambda: service.store.counts().get("done", 0) == len(ids), timeout=30, what="every session")
+        assert breaker.up and service.pool.stats.failed == 0
+    finally:
+        service.stop()
+        await asyncio.wait_for(running, 15)
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        assert {state: n for state, n in store.counts().items() if n} == {"done": len(ids)}
+        # The outage spent no attempt: every job took one or two (one when it was in flight
+        # as the host went down and given back).
+        assert max(job.attempts for job in store.iter_jobs()) <= 1
+    for sid in ids:
+        assert_archived(config, sim, sid)

@@ -39,28 +39,44 @@ class Simulator:
         self._state = SimState(config or SimConfig())
         self._host, self._ports = host, (api_port, media_port)
         self._runners: list[web.AppRunner] = []
+        self._by_name: dict[str, web.AppRunner] = {}
         self.api_url = ""
         self.media_url = ""
 
     async def start(self) -> None:
         """Bind both servers (the media host first: API answers carry its URLs)."""
-        self.media_url = await self._serve(media.build_app(self._state), self._ports[1])
+        self.media_url = await self._serve("media", self._ports[1])
         self._state.media_url = self.media_url
-        self.api_url = await self._serve(app.build_app(self._state), self._ports[0])
+        self.api_url = await self._serve("api", self._ports[0])
 
-    async def _serve(self, application: web.Application, port: int) -> str:
+    async def _serve(self, which: str, port: int) -> str:
+        application = media.build_app(self._state) if which == "media" else app.build_app(self._state)
         runner = web.AppRunner(application, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_GRACE)
         await runner.setup()
         self._runners.append(runner)
+        self._by_name[which] = runner
         site = web.TCPSite(runner, self._host, port)
         await site.start()
         bound = runner.addresses[0][1]
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"http://{host}:{bound}"
 
+    async def stop_host(self, which: str) -> None:
+        """Take one server ("api" or "media") off the network, as an outage would: its port
+        refuses connections until :meth:`start_host`."""
+        runner = self._by_name.pop(which)
+        self._runners.remove(runner)
+        await runner.cleanup()
+
+    async def start_host(self, which: str) -> None:
+        """Bring a server stopped by :meth:`stop_host` back on the same port."""
+        url = self.api_url if which == "api" else self.media_url
+        await self._serve(which, int(url.rsplit(":", 1)[1]))
+
     async def close(self) -> None:
         """Stop both servers; safe to call twice."""
         runners, self._runners = self._runners, []
+        self._by_name.clear()
         for runner in reversed(runners):
             await runner.cleanup()
 
