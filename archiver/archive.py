@@ -373,12 +373,20 @@ class SessionArchiver:
             "parts": {name: {k: v for k, v in part.items() if k != "files"} for name, part in parts.items()},
             "files": sorted(files, key=lambda f: f["path"]),
         }
-        await asyncio.to_thread(_commit_manifest, directory, manifest, list(parts), unrecorded)
+        await asyncio.to_thread(self._commit_manifest, directory, manifest, list(parts), unrecorded)
         result = _result_from_manifest(directory, manifest)
         if failed:
             result.outcome = "failed"
             result.reason = f"the vendor reports {', '.join(failed)} as failed"
         return result
+
+    def _commit_manifest(self, directory: Path, manifest: dict[str, Any], parts: list[str],
+                         unrecorded: dict[str, dict[str, Any]]) -> None:
+        """Commit the manifest, then index it in the catalog, in the same thread hop."""
+        from .catalog import record_session  # the catalog reads the archive through verify, which imports us
+
+        _commit_manifest(directory, manifest, parts, unrecorded)
+        record_session(self.config.daemon.state_dir, self.config.archive.root, directory, manifest)
 
 
 class _InlineWriter:

@@ -8,6 +8,9 @@
     archiver retry    --config FILE [--failed] [--deferred] [ID ...]
     archiver verify   --config FILE [--since DATE] [--session ID] [--requeue] [--json]
     archiver backfill --config FILE --from DATE --to DATE   queue the sessions of a past range
+    archiver find     --config FILE [filters] [--json|--csv]  search the catalog of archived sessions
+    archiver export   --config FILE (--session ID... | filters) (--to DIR | --zip FILE)
+    archiver state    backup FILE | rebuild  --config FILE   back up / rebuild the state directory
     archiver demo     [--dir DIR]            archive a few sessions from the bundled simulator
     archiver simulate [--api-port N] [--media-port N]   run the simulator on loopback
 
@@ -70,6 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
     backfill = with_config(sub.add_parser("backfill", help="discover and queue the sessions of a past date range"))
     backfill.add_argument("--from", dest="date_from", type=_date_arg, required=True, help="start (YYYY-MM-DD, UTC)")
     backfill.add_argument("--to", dest="date_to", type=_date_arg, required=True, help="end (YYYY-MM-DD, UTC; inclusive)")
+    find = with_filters(with_config(sub.add_parser("find", help="search the catalog of archived sessions")))
+    find.add_argument("--to", dest="date_to", type=_date_arg, help="started on or before (a date: that whole day)")
+    shape = find.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_const", dest="fmt", const="json", help="a JSON array")
+    shape.add_argument("--csv", action="store_const", dest="fmt", const="csv", help="CSV with a header line")
+    find.add_argument("--limit", type=int, default=0, help="at most this many sessions (default: all)")
+    export = with_filters(with_config(sub.add_parser("export", help="copy sessions out, verified, with custody.json")))
+    export.add_argument("--session", dest="sessions", nargs="+", action="extend", default=[], metavar="ID",
+                        help="these session ids (instead of, or with, the filters)")
+    where = export.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", dest="to_dir", type=Path, metavar="DIR", help="a new (or empty) folder")
+    where.add_argument("--zip", dest="to_zip", type=Path, metavar="FILE", help="a new zip file")
+    state = sub.add_parser("state", help="back up or rebuild the state directory")
+    state_sub = state.add_subparsers(dest="state_command", required=True, metavar="ACTION")
+    backup = with_config(state_sub.add_parser("backup", help="a consistent copy of the state (safe while running)"))
+    backup.add_argument("file", type=Path, metavar="FILE", help="the tar file to write (.tar.gz: compressed)")
+    with_config(state_sub.add_parser("rebuild", help="rebuild the catalog and job store from the archive"))
     demo = sub.add_parser("demo", help="archive a few sessions from the bundled simulator")
     demo.add_argument("--dir", type=Path, default=Path("demo-archive"), help="where to put the demo (default ./demo-archive)")
     simulate = sub.add_parser("simulate", help="run the Kore.ai simulator on loopback")
@@ -78,6 +98,30 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--media-port", type=int, default=8701)
     simulate.add_argument("--rate-limit", type=int, default=60, help="requests per minute (0: no limit)")
     return parser
+
+
+def with_filters(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The catalog filters ``find`` and ``export`` share (``--until`` is ``find``'s ``--to``;
+    ``export`` spends ``--to`` on its destination)."""
+    p.add_argument("--from", dest="date_from", type=_date_arg, help="started on or after (YYYY-MM-DD or ISO 8601, UTC)")
+    p.add_argument("--until", dest="date_to", type=_date_arg, help="started on or before (a date: that whole day)")
+    p.add_argument("--agent", help="an agent's name, e-mail or id contains this (any case)")
+    p.add_argument("--caller", help="the caller, callee or dialled number contains this (digits alone also match)")
+    p.add_argument("--queue", help="a queue's name contains this")
+    p.add_argument("--disposition", help="a disposition or its remark contains this")
+    p.add_argument("--text", metavar="WORDS", help="every word appears in a voicemail transcription or call transcript")
+    return p
+
+
+def _filters(args: argparse.Namespace) -> Any:
+    from .catalog import Filters
+    from .find import date_bounds
+
+    start, end = date_bounds(args.date_from, args.date_to)
+    if start is not None and end is not None and end <= start:
+        raise ConfigError("--until", "must be after --from")
+    return Filters(date_from=start, date_to=end, agent=args.agent, caller=args.caller, queue=args.queue,
+                   disposition=args.disposition, text=args.text)
 
 
 def _date_arg(value: str) -> datetime:
@@ -405,6 +449,90 @@ async def run_backfill(config: Config, date_from: datetime, date_to: datetime, o
     return EXIT_OK
 
 
+# -- catalog: find, export, state ---------------------------------------------------------------
+
+
+def cmd_find(args: argparse.Namespace) -> int:
+    from .find import run_find
+
+    config = _config(args, need_credentials=False)
+    if args.limit < 0:
+        raise ConfigError("--limit", "must be 0 (all) or more")
+    run_find(config, _filters(args), sys.stdout, sys.stderr, fmt=args.fmt or "table", limit=args.limit)
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .archive_reader import reader_for
+    from .catalog import Catalog
+    from .export import Selection, export, sessions_from
+    from .state import EXPORT_LOG_NAME
+
+    config = _config(args, need_credentials=False)
+    filters = _filters(args)
+    ids = _checked_ids(args.sessions, SESSION)
+    if not ids and filters.empty():
+        raise ConfigError("export", "say what to export: --session ID ... or catalog filters (--from, --agent, ...)")
+    described: dict[str, Any] = {}
+    chosen = list(dict.fromkeys(ids))
+    if ids:
+        described["session_ids"] = [i for _t, i in chosen]
+    if not filters.empty():
+        described["filters"] = {k: v for k, v in vars(args).items()
+                                if k in ("date_from", "date_to", "agent", "caller", "queue", "disposition", "text") and v}
+        with Catalog.open_in(config.daemon.state_dir) as catalog:
+            chosen += [key for key in sessions_from(catalog.find(filters)) if key not in chosen]
+    if not chosen:
+        print("archiver: no session matches; nothing exported", file=sys.stderr)
+        return EXIT_FAILED
+    result = export(reader_for(config), Selection(chosen, json.loads(json.dumps(described, default=str))),
+                    to_dir=args.to_dir, to_zip=args.to_zip,
+                    log_path=config.daemon.state_dir / EXPORT_LOG_NAME, bot_id=config.kore.bot_id)
+    summary = result.custody["summary"]
+    print(f"exported {summary['sessions']} sessions, {summary['files_exported']} files "
+          f"({_human(summary['bytes_exported'])}) to {result.destination}")
+    for session in result.custody["sessions"]:
+        if session["result"] == "not_found":
+            print(f"  not found {session['id']}: {session['detail']}")
+        for entry in session["files"]:
+            if entry["result"] == "refused":
+                print(f"  refused {entry['path']}: {entry['detail']}")
+    if not result.logged:
+        print(f"archiver: could not append to the export log {config.daemon.state_dir / EXPORT_LOG_NAME}",
+              file=sys.stderr)
+    return EXIT_OK if result.complete and result.logged else EXIT_FAILED
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    from . import state
+
+    config = _config(args, need_credentials=False)
+    if args.state_command == "backup":
+        result = state.backup(config, args.file)
+        print(f"backed up {config.daemon.state_dir} to {result.path}: "
+              + ", ".join(f"{name} ({_human(size)})" for name, size in result.members))
+        return EXIT_OK
+    from .service import StateLock
+
+    lock = StateLock(config.daemon.state_dir)
+    lock.acquire()  # the daemon must not run while its job store is rebuilt
+    try:
+        result = state.rebuild(config)
+    finally:
+        lock.release()
+    print(f"rebuilt from {config.archive.root}: {result.sessions} archived sessions in the catalog, "
+          f"{result.jobs_added} added to the job store as done"
+          + (f" ({result.failed_sessions} with a failed part: failed)" if result.failed_sessions else ""))
+    if result.deleted_from_log:
+        print(f"  {result.deleted_from_log} sessions are deleted at the vendor by the audit log but not by their "
+              "manifest: the catalog marks them deleted")
+    for location, why in result.skipped[:20]:
+        print(f"  skipped {location}: manifest.json {why}")
+    for aside in result.set_aside:
+        print(f"  unreadable database moved to {aside}")
+    return EXIT_OK if not result.skipped else EXIT_FAILED
+
+
 # -- demo and simulator -------------------------------------------------------------------------
 
 
@@ -438,6 +566,9 @@ COMMANDS = {
     "retry": cmd_retry,
     "verify": cmd_verify,
     "backfill": cmd_backfill,
+    "find": cmd_find,
+    "export": cmd_export,
+    "state": cmd_state,
     "demo": cmd_demo,
     "simulate": cmd_simulate,
 }

@@ -32,6 +32,7 @@ from typing import Any
 
 from .archive import now_iso
 from .atomicfile import FILE_MODE, fsync_dir, write_json
+from .catalog import record_session
 from .client import READY, KoreClient
 from .config import Config
 from .errors import ArchiverError
@@ -179,7 +180,7 @@ async def _send_and_record(
         recorded = await asyncio.to_thread(_append, audit_fd, entry)
     finally:
         os.close(audit_fd)
-    recorded = await _record_in_manifest(directory, manifest, at, dry_run, status, message) and recorded
+    recorded = await _record_in_manifest(config, directory, manifest, at, dry_run, status, message) and recorded
     level = logging.WARNING if status == ERROR else logging.INFO
     log.log(
         level, "recordings of %s: %s (%s)", session_id, status, message,
@@ -242,6 +243,7 @@ def _append(fd: int, entry: dict[str, Any]) -> bool:
 
 
 async def _record_in_manifest(
+    config: Config,
     directory: Path, manifest: dict[str, Any], at: str, dry_run: bool, status: str, message: str
 ) -> bool:
     """Rewrite the manifest with a ``deletion`` object; False (logged) when that fails."""
@@ -251,6 +253,7 @@ async def _record_in_manifest(
     except (OSError, ArchiverError) as exc:  # a full disk is a DiskFullError
         log.error("could not record the deletion in the manifest of %s: %s", directory.name, exc)
         return False
+    await asyncio.to_thread(record_session, config.daemon.state_dir, config.archive.root, Path(directory), updated)
     return True
 
 

@@ -408,6 +408,31 @@ class JobStore:
         )
         return conn.total_changes - before
 
+    def record_archived(
+        self, items: Iterable[tuple[str, str, Iterable[str], str | None]], *, now: float | None = None
+    ) -> int:
+        """Rows for sessions the archive already holds (``archiver state rebuild``).
+
+        Each item is ``(id_type, ext_id, parts archived, failure reason or None)``: the row is
+        done (failed, with the reason, when the manifest records a failed part) with those
+        parts marked done. Ids the store already knows are left as they are. Returns how many
+        rows were added.
+        """
+        now = _now(now)
+        rows = (
+            (*_checked_key((t, e)), _encode_parts(PARTS & set(parts)), FAILED if why else DONE, why, now)
+            for t, e, parts, why in items
+        )
+        with self._write() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT INTO jobs (id_type, ext_id, wants, parts_done, state, attempts, not_before, last_error,"
+                " created_at, updated_at) VALUES (?1, ?2, '', ?3, ?4, 0, ?6, ?5, ?6, ?6)"
+                " ON CONFLICT (ext_id, id_type) DO NOTHING",
+                rows,
+            )
+            return conn.total_changes - before
+
     # -- the worker's side ------------------------------------------------------------------
 
     def claim(self, limit: int = 1, *, now: float | None = None) -> list[Job]:

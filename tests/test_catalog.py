@@ -1,0 +1,331 @@
+"""The catalog, ``archiver find``, ``export`` and ``state``, end to end against the simulator."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+import subprocess
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from archiver.catalog import Catalog, call_facts
+from archiver.cli import main as cli_main, run_once
+from archiver.config import Config
+from archiver.ids import object_id_time
+from archiver.layout import session_dir
+from archiver.state import rebuild
+from archiver.store import JobStore
+
+from .conftest import make_config
+
+# ObjectId session ids: the first 8 hex digits are the start time (2025-02-10 .. 2025-02-12).
+IDS = [
+    "67a9a0000000000000000001",  # 2025-02-10
+    "67a9a0010000000000000002",  # 2025-02-10
+    "67aaf1800000000000000003",  # 2025-02-11
+    "67aaf1810000000000000004",  # 2025-02-11
+    "67ac43000000000000000005",  # 2025-02-12
+]
+
+
+def call_details(index: int, session_id: str) -> dict[str, Any]:
+    """A call.json as the call-details step writes it: a normalised block and the vendor's record."""
+    agents = [
+        [{"name": "Alice Smith", "email": "alice@example.com", "id": "a-1"}],
+        [{"name": "Bob Jones", "email": "bob@example.com", "id": "a-2"}],
+        [],
+        [{"name": "Alice Smith", "email": "alice@example.com", "id": "a-1"},
+         {"name": "Carol White", "email": "carol@example.com", "id": "a-3"}],
+        [{"name": "Bob Jones", "email": "bob@example.com", "id": "a-2"}],
+    ][index]
+    return {
+        "sessionId": session_id,
+        "call": {
+            "direction": "inbound" if index % 2 == 0 else "outbound",
+            "caller": ["+1 (555) 010-2000", "+44 20 7946 0000", "+1 555 010 3000", "+1 (555) 010-2000", "anonymous"][index],
+            "callee": "+1 800 555 0100",
+            "queues": [["Billing"], ["Sales EMEA"], [], ["Billing", "Retention"], ["Support"]][index],
+            "agents": agents,
+            "dispositions": [["Resolved"], ["Callback"], [], ["Escalated"], ["Resolved"]][index],
+            "voicemail": index == 2,
+            "final_status": "completed",
+        },
+        "record": {"Direction": "Inbound", "sessionStartTime": object_id_time(session_id).isoformat()},
+    }
+
+
+def add_call_json(config: Config, session_id: str, document: dict[str, Any]) -> None:
+    """Put a call.json in an archived session and list it in the manifest."""
+    import hashlib
+
+    directory = session_dir(config.archive.root, config.kore.bot_id, "session", session_id)
+    raw = json.dumps(document).encode()
+    (directory / "call.json").write_bytes(raw)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["files"].append({"path": "call.json", "size": len(raw), "sha256": hashlib.sha256(raw).hexdigest(),
+                              "kind": "call_details", "api": "call_details", "fetched_at": "2025-02-13T00:00:00Z"})
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+
+
+def catalog_snapshot(config: Config) -> list[dict[str, Any]]:
+    with Catalog.open_in(config.daemon.state_dir) as catalog:
+        return catalog.snapshot()
+
+
+def find(config: Config, capsys, *args: str) -> list[str]:
+    capsys.readouterr()
+    assert cli_main(["find", "--config", str(config.source), "--json", *args]) == 0
+    return [row["session_id"] for row in json.loads(capsys.readouterr().out)]
+
+
+@pytest.fixture
+async def archived(tmp_path, simulator):
+    """Five sessions archived by `once` (voicemails with transcriptions, call transcripts)."""
+    sim = await simulator(voicemail_rate=0.6)
+    config = make_config(tmp_path, sim, kore__fetch_transcripts=True)
+    assert await run_once(config, [("session", sid) for sid in IDS]) == 0
+    return sim, config
+
+
+async def test_catalog_built_while_archiving_equals_the_one_rebuilt_from_the_archive(archived):
+    sim, config = archived
+    during = catalog_snapshot(config)
+    assert [row["session_id"] for row in during] == sorted(IDS)
+    for row in during:
+        manifest = json.loads((config.archive.root / row["location"] / "manifest.json").read_text())
+        assert row["files"] == sorted((f["path"], f["size"], f["sha256"], f["kind"]) for f in manifest["files"])
+        assert row["text"]  # every session has a call transcript
+        assert row["target"] == "file" and row["deleted"] == 0
+    voicemails = [sid for sid in IDS if sim.session(sid).voicemails]
+    assert voicemails
+    for name in ("catalog.sqlite3", "catalog.sqlite3-wal", "catalog.sqlite3-shm"):
+        (config.daemon.state_dir / name).unlink(missing_ok=True)
+    result = rebuild(config)
+    assert result.sessions == len(IDS)
+    assert catalog_snapshot(config) == during
+
+
+async def test_find_filters_return_exactly_the_expected_sessions(archived, capsys):
+    sim, config = archived
+    for index, sid in enumerate(IDS):
+        add_call_json(config, sid, call_details(index, sid))
+    assert cli_main(["state", "rebuild", "--config", str(config.source)]) == 0
+    assert find(config, capsys) == IDS
+    assert find(config, capsys, "--from", "2025-02-11") == IDS[2:]
+    assert find(config, capsys, "--to", "2025-02-11") == IDS[:4]
+    assert find(config, capsys, "--from", "2025-02-11", "--to", "2025-02-11") == IDS[2:4]
+    assert find(config, capsys, "--agent", "alice") == [IDS[0], IDS[3]]
+    assert find(config, capsys, "--agent", "bob@example.com") == [IDS[1], IDS[4]]
+    assert find(config, capsys, "--agent", "a-3") == [IDS[3]]
+    assert find(config, capsys, "--caller", "5550102000") == [IDS[0], IDS[3]]
+    assert find(config, capsys, "--caller", "+44 20") == [IDS[1]]
+    assert find(config, capsys, "--queue", "billing") == [IDS[0], IDS[3]]
+    assert find(config, capsys, "--disposition", "Resolved") == [IDS[0], IDS[4]]
+    assert find(config, capsys, "--queue", "billing", "--agent", "carol") == [IDS[3]]
+    assert find(config, capsys, "--agent", "100%_") == []  # LIKE wildcards are literal
+    # --text: every word in the session's call transcript or voicemail transcription, as the simulator has them.
+    def words_of(sid: str) -> set[str]:
+        texts = [m["components"][0]["data"]["text"] for m in sim.messages(sid)] + sim.session(sid).transcript_texts
+        return {w.lower() for text in texts for w in re.findall(r"\w+", text)}
+
+    for sid in (IDS[1], next(s for s in IDS if sim.session(s).transcript_texts)):
+        for source in (sim.messages(sid)[1]["components"][0]["data"]["text"], *sim.session(sid).transcript_texts):
+            query = " ".join(re.findall(r"\w+", source)[-3:])
+            expected = [s for s in IDS if {w.lower() for w in query.split()} <= words_of(s)]
+            assert sid in expected
+            assert find(config, capsys, "--text", query) == expected, query
+    assert find(config, capsys, "--text", 'NEAR(" OR *') == []  # FTS syntax is searched as words
+    # CSV and the table carry the same sessions.
+    capsys.readouterr()
+    assert cli_main(["find", "--config", str(config.source), "--csv", "--agent", "alice"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("session_id,") and [line.split(",")[0] for line in lines[1:]] == [IDS[0], IDS[3]]
+    assert cli_main(["find", "--config", str(config.source), "--agent", "alice"]) == 0
+    captured = capsys.readouterr()
+    assert IDS[0] in captured.out and IDS[3] in captured.out and IDS[1] not in captured.out
+    assert "2 sessions" in captured.err
+
+
+async def test_find_with_an_empty_text_query_is_a_usage_error(archived, capsys):
+    _sim, config = archived
+    assert cli_main(["find", "--config", str(config.source), "--text", "  ,; "]) == 2
+    assert "--text" in capsys.readouterr().err
+
+
+def test_call_json_reader_takes_the_vendor_record_and_ignores_junk():
+    facts = call_facts({"data": [{
+        "Direction": "Inbound", "isVoicemail": "YES", "finalStatus": "Completed",
+        "metaInfo": {"caller": "+15550100", "callee": "+15550200", "dialedNumber": "+15550200"},
+        "sessionStartTime": "2025-02-10 10:00:00", "sessionEndTime": "2025-02-10T10:05:00Z",
+        "dispositions": ["Sale"], "dispositionRemarks": ["upsell"],
+        "destinations": [{"queueName": "Sales", "respondingAgent": {"agentId": "x1", "name": "Eve", "email": "e@x"}}],
+    }]})
+    assert facts["direction"] == "Inbound" and facts["voicemail"] == 1 and facts["caller"] == "+15550100"
+    assert facts["duration"] == 300.0 and facts["queues"] == ["Sales"] and facts["remarks"] == ["upsell"]
+    assert facts["agents"] == [{"name": "Eve", "email": "e@x", "id": "x1"}]
+    for junk in (None, {}, {"call": []}, {"call": {"agents": [1, None, {"name": True}], "start": "yesterday",
+                                                   "duration": -5, "queues": {"a": 1}}}, {"data": "x" * 10}):
+        facts = call_facts(junk)  # type: ignore[arg-type]
+        assert "start" not in facts and "duration" not in facts and not facts.get("agents")
+
+
+def flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+async def test_export_refuses_a_damaged_file_says_so_in_custody_and_sha256sum_checks(archived, tmp_path, capsys):
+    sim, config = archived
+    damaged_sid, good_sid = IDS[0], IDS[2]
+    directory = session_dir(config.archive.root, config.kore.bot_id, "session", damaged_sid)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    damaged = next(f for f in manifest["files"] if f["kind"] == "audio")
+    flip_a_byte(directory / damaged["path"])
+    out = tmp_path / "handover"
+    code = cli_main(["export", "--config", str(config.source), "--session", damaged_sid, good_sid, "--to", str(out)])
+    assert code == 1
+    assert f"refused {damaged_sid}/{damaged['path']}" in capsys.readouterr().out
+    custody = json.loads((out / "custody.json").read_text())
+    assert custody["result"] == "incomplete" and custody["summary"]["files_refused"] == 1
+    assert custody["exported_by"]["user"] and custody["exported_by"]["host"]
+    [bad] = [f for s in custody["sessions"] for f in s["files"] if f["result"] == "refused"]
+    assert bad["path"] == f"{damaged_sid}/{damaged['path']}" and bad["sha256"] == damaged["sha256"]
+    assert bad["sha256_read"] != damaged["sha256"] and "damaged" in bad["detail"]
+    assert not (out / bad["path"]).exists()
+    # Every other file is there, byte for byte as archived, and verified.
+    for session in custody["sessions"]:
+        source_manifest = json.loads((config.archive.root / session["location"] / "manifest.json").read_text())
+        for entry in source_manifest["files"]:
+            exported = out / session["folder"] / entry["path"]
+            if session["id"] == damaged_sid and entry["path"] == damaged["path"]:
+                continue
+            assert exported.read_bytes() == (config.archive.root / session["location"] / entry["path"]).read_bytes()
+    assert "INCOMPLETE" in (out / "README.txt").read_text() and "sha256sum -c SHA256SUMS" in (out / "README.txt").read_text()
+    checked = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    listed = {line.split("  ", 1)[1] for line in (out / "SHA256SUMS").read_text().splitlines()}
+    assert "custody.json" in listed and f"{good_sid}/manifest.json" in listed and bad["path"] not in listed
+    [logged] = [json.loads(line) for line in (config.daemon.state_dir / "exports.jsonl").read_text().splitlines()]
+    assert logged["export_id"] == custody["export_id"] and logged["result"] == "incomplete"
+    assert logged["refused"][0]["path"] == bad["path"] and logged["sessions"] == [damaged_sid, good_sid]
+
+
+async def test_export_by_filters_into_a_zip_checks_with_sha256sum(archived, tmp_path, capsys):
+    _sim, config = archived
+    target = tmp_path / "out" / "handover.zip"
+    target.parent.mkdir()
+    assert cli_main(["export", "--config", str(config.source), "--from", "2025-02-11", "--until", "2025-02-11",
+                     "--zip", str(target)]) == 0
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(target) as archive:
+        archive.extractall(unpacked)
+    custody = json.loads((unpacked / "custody.json").read_text())
+    assert [s["id"] for s in custody["sessions"]] == IDS[2:4] and custody["result"] == "complete"
+    assert custody["selection"]["filters"]["date_from"].startswith("2025-02-11")
+    checked = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=unpacked, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert [p.name for p in target.parent.iterdir()] == ["handover.zip"]  # no temp file left
+
+
+async def test_export_refuses_to_overwrite_and_reports_unknown_sessions(archived, tmp_path, capsys):
+    _sim, config = archived
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    assert cli_main(["export", "--config", str(config.source), "--session", IDS[0], "--to", str(busy)]) == 2
+    assert (busy / "keep.txt").read_text() == "mine" and len(list(busy.iterdir())) == 1
+    assert "not an empty folder" in capsys.readouterr().err
+    out = tmp_path / "fresh"
+    unknown = "67ab573f3685d1ba9954ffff"
+    assert cli_main(["export", "--config", str(config.source), "--session", unknown, IDS[1], "--to", str(out)]) == 1
+    custody = json.loads((out / "custody.json").read_text())
+    assert custody["summary"]["sessions_not_found"] == [unknown]
+    assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True).returncode == 0
+
+
+async def test_state_rebuild_after_losing_the_state_dir_then_once_fetches_nothing(tmp_path, simulator):
+    sim = await simulator(voicemail_rate=1.0)
+    config = make_config(tmp_path, sim, delete__enabled=True)
+    ids = [("session", sid) for sid in IDS[:3]]
+    assert await run_once(config, ids) == 0
+    deleted = [r for r in sim.requests if r.method == "DELETE"]
+    assert len(deleted) == 3
+    during = catalog_snapshot(config)
+    assert all(row["deleted"] == 1 for row in during)
+    shutil.rmtree(config.daemon.state_dir)
+    assert cli_main(["state", "rebuild", "--config", str(config.source)]) == 0
+    assert catalog_snapshot(config) == during
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        jobs = [store.get(t, e) for t, e in ids]
+        assert [(j.state, j.attempts, j.parts_done) for j in jobs] == [("done", 0, frozenset({"recordings", "voicemail"}))] * 3
+    sim.requests.clear()
+    assert await run_once(config, ids) == 0
+    assert sim.requests == []  # no API call, no media fetch, no second DELETE
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        assert [store.get(t, e).attempts for t, e in ids] == [0, 0, 0]  # never even claimed
+
+
+async def test_rebuild_takes_deletions_the_audit_log_knows_and_a_manifest_lost(tmp_path, simulator):
+    sim = await simulator(voicemail_rate=0.0)
+    config = make_config(tmp_path, sim, delete__enabled=True, delete__audit_log=str(tmp_path / "audit" / "del.jsonl"))
+    assert await run_once(config, [("session", IDS[0])]) == 0
+    directory = session_dir(config.archive.root, config.kore.bot_id, "session", IDS[0])
+    manifest = json.loads((directory / "manifest.json").read_text())
+    del manifest["deletion"]  # as if the manifest rewrite had failed after the DELETE
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(config.daemon.state_dir)
+    result = rebuild(config)
+    assert result.deleted_from_log == 1
+    [row] = catalog_snapshot(config)
+    assert row["deleted"] == 1 and json.loads(row["deletion"])["source"] == "audit_log"
+
+
+async def test_rebuild_sets_an_unreadable_database_aside_and_refuses_while_the_daemon_runs(archived, capsys):
+    _sim, config = archived
+    catalog_file = config.daemon.state_dir / "catalog.sqlite3"
+    for name in ("catalog.sqlite3-wal", "catalog.sqlite3-shm"):
+        (config.daemon.state_dir / name).unlink(missing_ok=True)
+    catalog_file.write_bytes(b"this is not a database" * 100)
+    result = rebuild(config)
+    assert result.sessions == len(IDS) and len(result.set_aside) == 1
+    assert result.set_aside[0].read_bytes().startswith(b"this is not a database")  # kept, not deleted
+    from archiver.service import StateLock
+
+    lock = StateLock(config.daemon.state_dir)
+    lock.acquire()
+    try:
+        assert cli_main(["state", "rebuild", "--config", str(config.source)]) == 1
+        assert "already running" in capsys.readouterr().err
+    finally:
+        lock.release()
+
+
+async def test_state_backup_is_a_consistent_copy_while_the_store_is_written(archived, tmp_path, capsys):
+    _sim, config = archived
+    writer = JobStore.open_in(config.daemon.state_dir)
+    try:
+        writer._conn.execute("BEGIN IMMEDIATE")  # a write transaction under way in another connection
+        writer._conn.execute("UPDATE jobs SET last_error = 'uncommitted'")
+        target = tmp_path / "backups" / "state.tar.gz"
+        assert cli_main(["state", "backup", "--config", str(config.source), str(target)]) == 0
+        writer._conn.execute("ROLLBACK")
+    finally:
+        writer.close()
+    unpacked = tmp_path / "restored"
+    with tarfile.open(target) as tar:
+        tar.extractall(unpacked, filter="data")
+    assert {p.name for p in unpacked.iterdir()} >= {"jobs.sqlite3", "catalog.sqlite3", "BACKUP.json"}
+    with sqlite3.connect(unpacked / "jobs.sqlite3") as copy:
+        assert copy.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert copy.execute("SELECT COUNT(*) FROM jobs WHERE state = 'done'").fetchone()[0] == len(IDS)
+        assert copy.execute("SELECT COUNT(*) FROM jobs WHERE last_error = 'uncommitted'").fetchone()[0] == 0
+    with sqlite3.connect(unpacked / "catalog.sqlite3") as copy:
+        assert copy.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == len(IDS)
+    assert cli_main(["state", "backup", "--config", str(config.source), str(target)]) == 1  # never overwritten
