@@ -9,12 +9,13 @@ and is retried by the one retry policy when the failure is transient.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import aiohttp
 from aiohttp.http_exceptions import ContentEncodingError
@@ -47,6 +48,8 @@ _DECOMPRESS_TOO_LARGE = getattr(aiohttp.http_exceptions, "DecompressSizeError", 
 
 # JSON answers of the recording/voicemail APIs are small; anything bigger is hostile.
 MAX_JSON_BODY = 32 * 1024 * 1024
+# Seconds an error answer's body is read for its message, at most.
+ERROR_BODY_WAIT = 10.0
 READY = "success"
 NOT_READY = frozenset({"call_in_progress", "media_in_progress"})
 V2_STATUSES = frozenset({"success", "media_unavailable", "failed"}) | NOT_READY
@@ -201,7 +204,9 @@ class KoreClient:
         """One JSON call; ``body`` is sent as JSON, ``limiter`` replaces the Contact Center budget."""
         async def handle(resp: aiohttp.ClientResponse) -> dict[str, Any]:
             _require_json(resp, endpoint)
-            body = await _read_capped(resp, MAX_JSON_BODY, endpoint)
+            limit = self.config.http.body_timeout
+            async with deadline(limit, f"{endpoint}: the answer's body took longer than http.body_timeout ({limit:g}s)"):
+                body = await _read_capped(resp, MAX_JSON_BODY, endpoint)
             try:
                 data = json.loads(body)
             except ValueError:
@@ -258,10 +263,7 @@ class KoreClient:
             slot = await limiter.acquire()
             probe = self.breaker.admit() if self.breaker is not None else False
             try:
-                async with self.http.request(
-                    method, url, headers={"auth": self.signer.token(), "Accept": "application/json"},
-                    json=body, allow_redirects=False,
-                ) as resp:
+                async with await self._send(endpoint, method, url, body) as resp:
                     limiter.settle(slot)
                     self.metrics.api_calls.labels(endpoint, str(resp.status)).inc()
                     if resp.status < 500 and self.breaker is not None:
@@ -290,6 +292,16 @@ class KoreClient:
                     self.breaker.abandoned()
         raise AssertionError("unreachable")
 
+    async def _send(self, endpoint: str, method: str, url: URL, body: dict[str, Any] | None) -> aiohttp.ClientResponse:
+        """Send one request and wait for its headers, at most http.header_timeout: aiohttp's
+        read timeout is per read, so headers dripped a byte at a time would never time out."""
+        limit = self.config.http.header_timeout
+        async with deadline(limit, f"{endpoint}: the answer's headers took longer than http.header_timeout ({limit:g}s)"):
+            return await self.http.request(
+                method, url, headers={"auth": self.signer.token(), "Accept": "application/json"},
+                json=body, allow_redirects=False,
+            )
+
     def _host_failed(self, endpoint: str, error: TransientError) -> None:
         """Count a connection error, timeout or 5xx against the API host; once that opens its
         breaker, the caller gets :class:`VendorDown` (its job waits without spending an attempt)."""
@@ -305,7 +317,9 @@ class KoreClient:
     async def _raise_for_status(self, endpoint: str, resp: aiohttp.ClientResponse, limiter: RateLimiter) -> None:
         status = resp.status
         try:
-            body = await _read_capped(resp, 64 * 1024, endpoint)
+            # The error text is a courtesy: a body that drips is not waited for.
+            async with asyncio.timeout(min(self.config.http.body_timeout, ERROR_BODY_WAIT)):
+                body = await _read_capped(resp, 64 * 1024, endpoint)
         except (ArchiverError, aiohttp.ClientError, asyncio.TimeoutError):
             body = b""
         message = f"{endpoint}: HTTP {status}: {kore_message(body)}"
@@ -363,6 +377,20 @@ def _translate(exc: BaseException, what: str) -> ArchiverError:
 def translate_http_error(exc: BaseException, what: str) -> ArchiverError:
     """Public face of the translation, for the media downloader."""
     return _translate(exc, what)
+
+
+@contextlib.asynccontextmanager
+async def deadline(seconds: float, message: str) -> AsyncIterator[None]:
+    """Raise TransientError(message) when the block takes longer than ``seconds``; a timeout
+    of the block's own (aiohttp's per-read one) goes through unchanged. Our deadline says
+    nothing about the host being down, so the breaker does not count it."""
+    try:
+        async with asyncio.timeout(seconds) as scope:
+            yield
+    except TimeoutError:
+        if scope.expired():
+            raise TransientError(message) from None
+        raise
 
 
 def _require_json(resp: aiohttp.ClientResponse, endpoint: str) -> None:

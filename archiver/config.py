@@ -83,6 +83,7 @@ class MediaConfig:
     max_file_size: int = 8 * 1024**3
     chunk_size: int = 1024**2
     concurrency: int = 4
+    min_rate: int = 4 * 1024
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,8 @@ class ArchiveConfig:
 class HttpConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    header_timeout: float = 60.0
+    body_timeout: float = 300.0
     max_attempts: int = 5
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
@@ -182,13 +185,14 @@ SECTIONS: dict[str, type] = {
 # Keys whose values are durations (seconds) or sizes (bytes) in the file.
 DURATIONS = {
     "kore.token_ttl", "kore.rate_window", "kore.max_retry_after", "http.connect_timeout", "http.read_timeout",
+    "http.header_timeout", "http.body_timeout",
     "http.backoff_initial", "http.backoff_max", "daemon.inbox_scan_interval",
     "daemon.inbox_settle_time", "daemon.sweep_interval", "daemon.grace_period",
     "daemon.defer_delay", "daemon.not_ready_timeout", "daemon.session_timeout", "daemon.breaker_probe_initial",
     "daemon.breaker_probe_max", "discovery.interval", "discovery.window",
     "discovery.overlap", "discovery.lookback", "verify.sample_interval",
 }
-SIZES = {"media.max_file_size", "media.chunk_size", "archive.min_free_space", "daemon.inbox_max_file_size"}
+SIZES = {"media.max_file_size", "media.chunk_size", "media.min_rate", "archive.min_free_space", "daemon.inbox_max_file_size"}
 
 _DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", re.I)
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -424,6 +428,8 @@ def validate(config: Config, *, need_credentials: bool = True) -> None:
         raise ConfigError("http.max_attempts", "must be at least 1")
     if http.connect_timeout <= 0 or http.read_timeout <= 0:
         raise ConfigError("http.read_timeout" if http.read_timeout <= 0 else "http.connect_timeout", "must be more than 0")
+    if http.header_timeout <= 0 or http.body_timeout <= 0:
+        raise ConfigError("http.header_timeout" if http.header_timeout <= 0 else "http.body_timeout", "must be more than 0")
     if http.backoff_max < http.backoff_initial:
         raise ConfigError("http.backoff_max", "must not be less than http.backoff_initial")
     daemon = config.daemon

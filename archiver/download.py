@@ -27,7 +27,7 @@ from yarl import URL
 
 from .atomicfile import AtomicFile
 from .breaker import CircuitBreaker
-from .client import translate_http_error
+from .client import deadline, translate_http_error
 from .config import Config
 from .errors import (
     ArchiverError,
@@ -172,8 +172,10 @@ class MediaDownloader:
         self, state: "_Transfer", out: AtomicFile, offset: int, headers: dict[str, str]
     ) -> list[bytes]:
         shown = f"media {redact_url(str(state.url))}"
+        limit = self.config.http.header_timeout
         try:
-            resp = await self._open(state.url, headers)
+            async with deadline(limit, f"{shown}: the answer's headers took longer than http.header_timeout ({limit:g}s)"):
+                resp = await self._open(state.url, headers)
         except ArchiverError:
             raise
         except ValueError as exc:  # a host IDNA cannot encode, a redirect to an unreadable URL
@@ -274,12 +276,19 @@ class MediaDownloader:
         # buffer once more cost a third of the loop's time on a large file.
         pieces: list[bytes] = []
         held = 0
+        floor = _RateFloor(self.media.min_rate, self.config.http.read_timeout)
         try:
             async for piece, _ in resp.content.iter_chunks():
                 if not piece:
                     continue
                 pieces.append(piece)
                 held += len(piece)
+                if floor.too_slow(len(piece)):
+                    await out.write_pieces(pieces)  # kept: the resume starts after them
+                    raise TransientError(
+                        f"media {redact_url(str(state.url))}: slower than media.min_rate "
+                        f"({self.media.min_rate} bytes/s over {floor.window:g}s)"
+                    )
                 if out.size + held > cap:
                     raise TooLargeError(f"media is over media.max_file_size ({cap} bytes)")
                 if state.total is not None and out.size + held > state.total:
@@ -297,6 +306,27 @@ class MediaDownloader:
                 await out.write_pieces(pieces)  # kept: the resume starts after them
             raise TransientError(f"media body ended at {out.size} of {state.total} bytes")
         return pieces
+
+
+class _RateFloor:
+    """A minimum transfer rate, judged over windows of ``window`` seconds: aiohttp's read
+    timeout is per read, so a body fed one byte a second would hold a worker for ever."""
+
+    def __init__(self, rate: int, window: float) -> None:
+        self.rate = rate
+        self.window = window
+        self._start = time.monotonic()
+        self._bytes = 0
+
+    def too_slow(self, received: int) -> bool:
+        """Count ``received`` bytes; True when a whole window went by below the rate."""
+        self._bytes += received
+        now = time.monotonic()
+        if not self.rate or now - self._start < self.window:
+            return False
+        slow = self._bytes < self.rate * (now - self._start)
+        self._start, self._bytes = now, 0
+        return slow
 
 
 class _Transfer:

@@ -5,6 +5,7 @@ goes away for minutes), the archiver neither hangs nor spends its work, and come
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from types import SimpleNamespace
 from typing import Any, Awaitable, Callable
@@ -158,3 +159,117 @@ async def test_an_outage_longer_than_every_retry_pauses_the_queue_and_it_resumes
         assert max(job.attempts for job in store.iter_jobs()) <= 1
     for sid in ids:
         assert_archived(config, sim, sid)
+
+
+# -- no hang ----------------------------------------------------------------------------------
+
+class Drip:
+    """A raw HTTP server that feeds its answers a byte at a time, by path:
+
+    ``.../v2/recordings?sessionId=...drip-api...``: JSON headers, then the body dripped;
+    ``...headers...``: the headers dripped, never ending; otherwise a media URL on this same
+    server, whose path says how the audio comes (``/media/body``: dripped; ``/media/headers``).
+    """
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval = interval
+        self.server: asyncio.AbstractServer | None = None
+        self.url = ""
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> "Drip":
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in list(self.tasks):
+            task.cancel()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.tasks.add(asyncio.current_task())
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            target = head.split(b" ", 2)[1].decode()
+            if "/v2/recordings" in target and "drip-api-body" in target:
+                await self._drip(writer, b'{"status": "success", "recording": []}' + b" " * 100_000, "application/json")
+            elif "/v2/recordings" in target and "drip-api-headers" in target:
+                await self._drip_headers(writer)
+            elif "/v2/recordings" in target:
+                kind = "headers" if "media-headers" in target else "body"
+                body = json.dumps({"status": "success", "recording": [
+                    {"fileName": "a.wav", "fileUrl": f"{self.url}/media/{kind}"}]}).encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                await writer.drain()
+            elif target.startswith("/media/headers"):
+                await self._drip_headers(writer)
+            else:
+                await self._drip(writer, b"RIFF" + b"\0" * 100_000, "audio/wav")
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.tasks.discard(asyncio.current_task())
+            writer.close()
+
+    async def _drip(self, writer: asyncio.StreamWriter, body: bytes, content_type: str) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                     % (content_type.encode(), len(body)))
+        for byte in body:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(self.interval)
+
+    async def _drip_headers(self, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: audio/wav\r\nX-Never-Ends: ")
+        while True:
+            writer.write(b"a")
+            await writer.drain()
+            await asyncio.sleep(self.interval)
+
+
+@pytest.mark.parametrize("session", ["drip-api-body", "drip-api-headers", "drip-media-body", "drip-media-headers"])
+async def test_archiver_once_ends_whatever_a_server_drips(tmp_path, session):
+    # Four sessions fed one byte at a time: aiohttp's read timeout (per read) never fires.
+    ids = [f"{session}-{n}" for n in range(4)]
+    async with Drip() as server:
+        fake = SimpleNamespace(api_url=server.url, config=SimpleNamespace(bot_id=BOT, client_id="cs-stuck"))
+        config = make_config(
+            tmp_path, fake,
+            kore__fetch_voicemail=False, http__read_timeout="2s", http__header_timeout="1s",
+            http__body_timeout="1s", media__min_rate="1KiB", http__max_attempts=2, daemon__max_attempts=1,
+        )
+        with JobStore.open_in(config.daemon.state_dir) as store:
+            store.enqueue([("session", sid) for sid in ids])
+        started = time.monotonic()
+        stats = await asyncio.wait_for(Service(config, burst=True).run(), 60)
+    assert stats.failed == len(ids), stats.failures
+    assert time.monotonic() - started < 30
+    for _sid, reason in stats.failures:
+        assert "took longer than http." in reason or "media.min_rate" in reason
+
+
+async def test_a_session_over_its_deadline_is_released_to_retry_later(tmp_path):
+    # Fast enough for every other deadline (no minimum rate), too slow for the session's.
+    async with Drip(interval=0.05) as server:
+        fake = SimpleNamespace(api_url=server.url, config=SimpleNamespace(bot_id=BOT, client_id="cs-stuck"))
+        config = make_config(
+            tmp_path, fake, kore__fetch_voicemail=False, media__min_rate="0", daemon__session_timeout="1s",
+            daemon__max_attempts=3, daemon__defer_delay="1s",
+        )
+        with JobStore.open_in(config.daemon.state_dir) as store:
+            store.enqueue([("session", "drip-media-body-0")])
+        service = Service(config)
+        running = asyncio.create_task(service.run())
+        try:
+            await asyncio.wait_for(service.ready.wait(), 10)
+            job = lambda: service.store.get("session", "drip-media-body-0")  # noqa: E731
+            await wait_for(lambda: job().attempts >= 1 and job().state == "pending" and job().last_error,
+                           timeout=20, what="the session to be released")
+            assert "daemon.session_timeout" in job().last_error
+            assert job().not_before > job().updated_at  # later, not at once
+        finally:
+            service.stop()
+            await asyncio.wait_for(running, 15)
