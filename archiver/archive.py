@@ -22,9 +22,11 @@ from typing import Any
 import aiohttp
 
 from . import __version__
+from . import identity
 from .analytics import AnalyticsClient
 from .atomicfile import AtomicFile, fsync_dir, remove_stale_temps, write_json, write_json_sync
 from .client import NOT_READY, READY, KoreClient, MediaItem, not_ready
+from .completeness import INLINE_JSON, NONE
 from .config import Config
 from .download import DownloadResult, MediaDownloader
 from .errors import MediaRefusedError, NotReadyError, PermanentError, ProtocolError, TransientError
@@ -291,11 +293,13 @@ class SessionArchiver:
             if done is not None:
                 files.extend(done)
                 continue
-            sidecar: list[tuple[int, str, str]] = []  # its size, sha256 and time, once written
+            sidecar: list[tuple[int, str, str, dict[str, Any]]] = []  # its size, sha256, time, document
             while True:
                 item = items[index]
                 # The sidecar is written in the thread hop that commits the audio, right after it.
-                write_sidecar = functools.partial(self._write_sidecar, sidecar, kind, api, item.file_name, ext_id)
+                write_sidecar = functools.partial(
+                    self._write_sidecar, sidecar, kind, api, item.file_name, index, ext_id
+                )
                 try:
                     result = await self.downloader.download(item.url, final, then=write_sidecar)
                     break
@@ -310,25 +314,35 @@ class SessionArchiver:
         return files
 
     async def _sidecar(
-        self, directory: Path, result: DownloadResult, kind: str, api: str, offered: str, ext_id: str
+        self, directory: Path, result: DownloadResult, kind: str, api: str, offered: str, position: int, ext_id: str
     ) -> list[dict[str, Any]]:
         """The audio file's sidecar, written after the audio; both entries for the manifest."""
         fetched = now_iso()
-        document = self._sidecar_document(result, kind, api, offered, ext_id, fetched)
+        document = self._sidecar_document(result, kind, api, offered, position, ext_id, fetched)
         size, digest = await write_json(_sidecar_path(result.path), document)
-        return self._entries(directory, result, size, digest, fetched, kind, api)
+        return self._entries(directory, result, size, digest, fetched, document, kind, api)
 
     def _write_sidecar(
-        self, written: list[tuple[int, str, str]], kind: str, api: str, offered: str, ext_id: str, result: DownloadResult
+        self,
+        written: list[tuple[int, str, str, dict[str, Any]]],
+        kind: str,
+        api: str,
+        offered: str,
+        position: int,
+        ext_id: str,
+        result: DownloadResult,
     ) -> None:
         """``_sidecar`` for a worker thread (the one that committed the audio); appends to ``written``."""
         fetched = now_iso()
-        document = self._sidecar_document(result, kind, api, offered, ext_id, fetched)
-        written.append((*write_json_sync(_sidecar_path(result.path), document), fetched))
+        document = self._sidecar_document(result, kind, api, offered, position, ext_id, fetched)
+        written.append((*write_json_sync(_sidecar_path(result.path), document), fetched, document))
 
     def _sidecar_document(
-        self, result: DownloadResult, kind: str, api: str, offered: str, ext_id: str, fetched: str
+        self, result: DownloadResult, kind: str, api: str, offered: str, position: int, ext_id: str, fetched: str
     ) -> dict[str, Any]:
+        proof = {"length_source": result.length_source}
+        if result.unproven:
+            proof["unproven"] = result.unproven
         return {
             "file": result.path.name,
             "kind": kind,
@@ -337,20 +351,30 @@ class SessionArchiver:
             "content_type": result.content_type,
             "api": api,
             "offered_name": offered,
+            "position": position,
             "source": result.source,
+            **proof,
             "fetched_at": fetched,
             "bot_id": self.config.kore.bot_id,
             "id": ext_id,
         }
 
     def _entries(
-        self, directory: Path, result: DownloadResult, size: int, digest: str, fetched: str, kind: str, api: str
+        self,
+        directory: Path,
+        result: DownloadResult,
+        size: int,
+        digest: str,
+        fetched: str,
+        sidecar: dict[str, Any],
+        kind: str,
+        api: str,
     ) -> list[dict[str, Any]]:
         """The manifest entries of an audio file and its sidecar (and the metrics they count in)."""
         self.metrics.bytes.labels(kind).inc(result.size)
         self.metrics.files.labels(kind).inc()
         audio = _entry(directory, result.path, result.size, result.sha256, "audio", api, fetched)
-        audio["source"] = result.source
+        audio.update(_identity_and_proof(sidecar))
         return [audio, _entry(directory, _sidecar_path(result.path), size, digest, "sidecar", api, fetched)]
 
     async def _write_manifest(
@@ -373,6 +397,9 @@ class SessionArchiver:
             "parts": {name: {k: v for k, v in part.items() if k != "files"} for name, part in parts.items()},
             "files": sorted(files, key=lambda f: f["path"]),
         }
+        unproven = [f"{f['path']}: {f['unproven']}" for f in manifest["files"] if f.get("unproven")]
+        if unproven:  # kept, and said here: the vendor's copy is not deleted on their strength
+            manifest["unproven"] = unproven
         await asyncio.to_thread(self._commit_manifest, directory, manifest, list(parts), unrecorded)
         result = _result_from_manifest(directory, manifest)
         if failed:
@@ -415,10 +442,13 @@ class _InlineWriter:
         elif isinstance(event, RecordingEnd) and self.current is not None:
             current, self.current = self.current, None
             await current.commit()
-            result = DownloadResult(current.final_path, current.size, current.sha256, self.mime, "inline", 0)
-            self.files.extend(
-                await self.archiver._sidecar(self.target.parent, result, "recording", "v1_recordings", "", self.ext_id)
+            # The parser ends an item only at its closing quote, after checking its padding.
+            result = DownloadResult(
+                current.final_path, current.size, current.sha256, self.mime, "inline", 0, INLINE_JSON
             )
+            self.files.extend(await self.archiver._sidecar(
+                self.target.parent, result, "recording", "v1_recordings", "", event.index, self.ext_id
+            ))
 
     async def abort_open(self) -> None:
         if self.current is not None:
@@ -453,15 +483,33 @@ def _entry(
 
 
 def _match_items(old: tuple[MediaItem, ...], fresh: tuple[MediaItem, ...]) -> tuple[MediaItem, ...]:
-    """Fresh URLs in the order of the old items (matched by name, else by position)."""
-    by_name = {item.file_name: item for item in fresh}
-    matched = []
-    for index, item in enumerate(old):
-        replacement = by_name.get(item.file_name) or (fresh[index] if index < len(fresh) else None)
-        if replacement is None:
-            raise TransientError("a media file disappeared from the API's answer while refreshing URLs")
-        matched.append(replacement)
-    return tuple(matched)
+    """Fresh URLs in the order of the old items, one to one (see ``identity``).
+
+    Matching by name alone once gave two items named alike the same fresh URL: both files
+    held one recording, the other was never fetched.
+    """
+    pairs = identity.match(media_identities(old), media_identities(fresh))
+    if len(pairs) != len(old) or len(fresh) != len(old):
+        raise TransientError("the API's list of media files changed while refreshing URLs")
+    return tuple(fresh[pairs[index]] for index in range(len(old)))
+
+
+def media_identities(items: tuple[MediaItem, ...]) -> list[identity.Identity]:
+    """The identities of the items of one API answer, in its order."""
+    return [identity.Identity(identity.url_path(item.url), item.file_name, i) for i, item in enumerate(items)]
+
+
+def _identity_and_proof(sidecar: dict[str, Any]) -> dict[str, Any]:
+    """What the manifest repeats of a sidecar: how the vendor named the file, and its proof."""
+    fields = {
+        "source": sidecar.get("source"),
+        "offered_name": sidecar.get("offered_name", ""),
+        "position": sidecar.get("position"),
+        "length_source": sidecar.get("length_source", NONE),
+    }
+    if sidecar.get("unproven") or sidecar.get("length_source") is None:
+        fields["unproven"] = str(sidecar.get("unproven") or "no proof of completeness was recorded")
+    return fields
 
 
 def _completed_earlier(directory: Path, final: Path, item: MediaItem) -> list[dict[str, Any]] | None:
@@ -489,7 +537,7 @@ def _completed_earlier(directory: Path, final: Path, item: MediaItem) -> list[di
     fetched = str(sidecar.get("fetched_at") or now_iso())
     api = str(sidecar.get("api", ""))
     audio = _entry(directory, final, size, sidecar["sha256"], "audio", api, fetched)
-    audio["source"] = sidecar["source"]
+    audio.update(_identity_and_proof(sidecar))
     return [audio, _entry(directory, side_path, len(raw), hashlib.sha256(raw).hexdigest(), "sidecar", api, fetched)]
 
 

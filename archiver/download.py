@@ -25,6 +25,7 @@ from pathlib import Path
 import aiohttp
 from yarl import URL
 
+from . import completeness
 from .atomicfile import AtomicFile
 from .breaker import CircuitBreaker
 from .client import deadline, translate_http_error
@@ -54,6 +55,11 @@ _DOCUMENT_TYPE_RE = re.compile(r"\s*(text/html|text/xml|application/(json|xml|xh
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 # A signed URL this close to its expiry is renewed before use rather than failing mid-body.
 EXPIRY_MARGIN = 30.0
+# Requests asking what follows a body that ended without a declared length. Each one that
+# brings more bytes is progress; a server trickling 206 answers without a total stops here,
+# and the file is kept unproven.
+MAX_CONFIRMATIONS = 8
+_UNSATISFIED_RANGE_RE = re.compile(r"bytes \*/(\d+)")
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,8 @@ class DownloadResult:
     content_type: str
     source: str  # the URL without its query: safe to store
     resumes: int
+    length_source: str = completeness.NONE  # what proves the size (see ``completeness``)
+    unproven: str | None = None  # why the file is not proven complete, when it is not
 
 
 def url_expiry(url: str) -> float | None:
@@ -126,7 +134,15 @@ class MediaDownloader:
                 attempt += 1
                 try:
                     tail = await self._fetch_once(state, out)
-                    break
+                    if not self._must_confirm(state):
+                        break
+                    # The body ended and nothing declared its length: it may have been cut.
+                    # Ask for what follows it (416: nothing; 206: more, appended).
+                    await out.write_pieces(tail)
+                    state.confirming = True
+                    state.confirmations += 1
+                    attempt = 0
+                    continue
                 except TransientError as exc:
                     if attempt >= self.retry.max_attempts or not is_transient(exc):
                         raise
@@ -139,12 +155,25 @@ class MediaDownloader:
                     )
                     await asyncio.sleep(delay)
 
+            size = out.size + sum(len(piece) for piece in tail)
+            source, unproven = state.proof(size)
+            if unproven:
+                log.warning("media %s: kept, not proven complete: %s", redact_url(url), unproven)
+
             def result() -> DownloadResult:
-                return DownloadResult(final_path, out.size, out.sha256, state.content_type, redact_url(url), state.resumes)
+                return DownloadResult(
+                    final_path, out.size, out.sha256, state.content_type, redact_url(url), state.resumes,
+                    source, unproven,
+                )
 
             after = None if then is None else (lambda: then(result()))
             await out.commit(expected_size=state.total, tail=tail, then=after)
             return result()
+
+    @staticmethod
+    def _must_confirm(state: "_Transfer") -> bool:
+        """True when the body's end is not proven and one more request may prove it."""
+        return state.total is None and not state.range_ignored and state.confirmations < MAX_CONFIRMATIONS
 
     async def _fetch_once(self, state: "_Transfer", out: AtomicFile) -> list[bytes]:
         """One request (following redirects); appends to ``out`` from ``out.size`` on.
@@ -153,10 +182,11 @@ class MediaDownloader:
         """
         offset = out.size
         headers = {"Accept-Encoding": "identity", "Accept": "*/*"}
-        if offset:
+        if offset or state.confirming:
             headers["Range"] = f"bytes={offset}-"
-            state.resumes += 1
-            self.metrics.resumes.inc()
+            if not state.confirming:
+                state.resumes += 1
+                self.metrics.resumes.inc()
         probe = self.breaker.admit() if self.breaker is not None else False
         try:
             return await self._request(state, out, offset, headers)
@@ -235,6 +265,9 @@ class MediaDownloader:
             raise TransientError(f"media HTTP {status}: {shown}", status=status)
         if status == 416 and offset and state.total == offset:
             return  # we already hold every byte; nothing left to send
+        if status == 416 and state.confirming and state.total is None:
+            self._confirmed_end(resp, state, offset)
+            return
         if status not in (200, 206):
             raise PermanentError(f"media HTTP {status}: {shown}", status=status)
         encoding = resp.headers.get("Content-Encoding", "identity").lower()
@@ -250,7 +283,10 @@ class MediaDownloader:
                 # The server ignored Range: its body starts at byte 0, so must our file.
                 log.info("media %s ignored Range; restarting from zero", shown)
                 await out.restart()
+            if state.confirming and length is None:
+                state.range_ignored = True  # no length, no ranges: the end cannot be proven
             state.total = length
+            state.length_source = completeness.CONTENT_LENGTH
         else:
             match = _CONTENT_RANGE_RE.fullmatch(resp.headers.get("Content-Range", "").strip())
             if not match or int(match.group(1)) != offset:
@@ -260,9 +296,23 @@ class MediaDownloader:
                 raise ProtocolError("media size changed between requests")
             if length is not None and length != int(match.group(2)) - offset + 1:
                 raise ProtocolError("media Content-Length does not match Content-Range")
+            if state.total is None and total is not None:
+                state.length_source = completeness.CONTENT_RANGE
             state.total = total if total is not None else state.total
         if state.total is not None and state.total > self.media.max_file_size:
             raise TooLargeError(f"media of {state.total} bytes is over media.max_file_size ({self.media.max_file_size})")
+
+    @staticmethod
+    def _confirmed_end(resp: aiohttp.ClientResponse, state: "_Transfer", offset: int) -> None:
+        """A 416 to ``Range: bytes=<size>-``: nothing follows our bytes, unless its
+        ``Content-Range: bytes */<total>`` says the file is longer than what we hold."""
+        match = _UNSATISFIED_RANGE_RE.fullmatch(resp.headers.get("Content-Range", "").strip())
+        if match and int(match.group(1)) != offset:
+            raise ProtocolError(
+                f"media declares {match.group(1)} bytes but refuses the range after byte {offset}"
+            )
+        state.total = offset
+        state.length_source = completeness.RANGE_416
 
     async def _stream_body(self, resp: aiohttp.ClientResponse, state: "_Transfer", out: AtomicFile) -> list[bytes]:
         """Append the body to ``out``; the last pieces (under a chunk) are returned, not written,
@@ -281,6 +331,9 @@ class MediaDownloader:
             async for piece, _ in resp.content.iter_chunks():
                 if not piece:
                     continue
+                position = out.size + held
+                if position < completeness.WAV_HEAD:
+                    state.head[position:] = piece[: completeness.WAV_HEAD - position]
                 pieces.append(piece)
                 held += len(piece)
                 if floor.too_slow(len(piece)):
@@ -337,6 +390,22 @@ class _Transfer:
         self.total: int | None = None
         self.content_type = "application/octet-stream"
         self.resumes = 0
+        self.length_source = completeness.NONE
+        self.confirming = False  # the next request asks what follows the bytes we hold
+        self.confirmations = 0
+        self.range_ignored = False
+        self.head = bytearray()  # the file's first bytes, for its RIFF header
+
+    def proof(self, size: int) -> tuple[str, str | None]:
+        """(length_source, why the file is not proven complete or None) for a file of ``size``."""
+        if self.total is None or self.total != size:
+            if self.range_ignored:
+                return completeness.NONE, "the server declared no length and ignores Range requests"
+            return completeness.NONE, "the server declared no length and did not confirm the end"
+        problem = completeness.wav_problem(bytes(self.head), size)
+        if problem:
+            return self.length_source, f"cut: {problem}"
+        return self.length_source, None
 
 
 def tune_allocator() -> None:
