@@ -42,7 +42,14 @@ from .store import EnqueueResult, JobStore
 log = logging.getLogger("archiver.inbox")
 
 PROCESSED, REJECTED, QUARANTINE = "processed", "rejected", "quarantine"
-_OWN_DIRS = (PROCESSED, REJECTED, QUARANTINE)
+# A file is claimed by renaming it in here before it is read; it is read and moved from here.
+# The scanner used to read through a descriptor but move by name: a file put in place under
+# the same name meanwhile was moved away unread. A later file under that name is a new file.
+CLAIMED = ".claimed"
+_OWN_DIRS = (PROCESSED, REJECTED, QUARANTINE, CLAIMED)
+# A modification time this far ahead of our clock is "in the future", not "just written".
+FUTURE_SLACK = 2.0
+_CLAIMED_NAME = re.compile(r"\d+-(.*)", re.S)
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".swp", "~")
 
 MAX_LINE = 4096  # bytes; longer lines are reported invalid, never held in memory whole
@@ -599,23 +606,30 @@ class Inbox:
         self.dir = Path(settings.inbox_dir)
         self._store = store
         self._wants = wants
+        # Files with a modification time in the future: (device, inode, size, mtime) -> when
+        # first seen. Read once unchanged for the settle time; warned about once.
+        self._future: dict[tuple[int, int, int, int], float] = {}
+        self._future_seen: set[tuple[int, int, int, int]] = set()
 
     def scan(self, *, now: float | None = None) -> list[FileOutcome]:
         """Take every file that is ready; returns what happened to each entry looked at.
 
         Synchronous (the daemon runs it in a thread). Store errors propagate, leaving the file
-        being read in place for the next scan.
+        being read claimed, for the next scan. Files claimed by an earlier scan that did not
+        finish them (a crash, a writer still at it) are read first.
         """
         now = time.time() if now is None else now
         self._prepare_dirs()
+        self._future_seen = set()
         outcomes = []
-        for name in sorted(os.listdir(self.dir)):
-            if name in _OWN_DIRS:
-                continue
-            outcome = self._take(name, now)
+        taken = [(self._read_claimed, name) for name in sorted(os.listdir(self.dir / CLAIMED))]
+        taken += [(self._take, name) for name in sorted(os.listdir(self.dir)) if name not in _OWN_DIRS]
+        for take, name in taken:
+            outcome = take(name, now)
             if outcome is not None:
                 _log(outcome)
                 outcomes.append(outcome)
+        self._future = {k: v for k, v in self._future.items() if k in self._future_seen}
         return outcomes
 
     def _prepare_dirs(self) -> None:
@@ -639,24 +653,74 @@ class Inbox:
             st = os.lstat(path)
         except FileNotFoundError:
             return None  # gone since the listing
-        if st.st_mtime > now - self.settings.settle_time:
+        if not self._settled(name, st, now):
             return _skipped(name, "modified too recently")
         if not stat.S_ISREG(st.st_mode):
-            return self._quarantine(name, _kind(st.st_mode), now)
+            return self._quarantine(path, name, _kind(st.st_mode), now)
         if st.st_size > self.settings.max_file_size:
-            return self._quarantine(name, self._oversize(st.st_size), now)
+            return self._quarantine(path, name, self._oversize(st.st_size), now)
+        try:
+            claimed = self._claim(name, now)
+        except FileNotFoundError:
+            return None  # gone since the lstat()
+        except OSError as exc:
+            return _skipped(name, f"cannot be claimed: {exc.strerror}")
+        return self._read_claimed(claimed.name, now)
+
+    def _claim(self, name: str, now: float) -> Path:
+        """Rename an inbox file into the private work directory; its new path there."""
+        base = os.fsdecode(os.fsencode(name)[:200])
+        stamp = time.time_ns()
+        target = self.dir / CLAIMED / f"{stamp}-{base}"
+        while os.path.lexists(target):  # only the daemon scans the inbox
+            stamp += 1
+            target = self.dir / CLAIMED / f"{stamp}-{base}"
+        os.rename(self.dir / name, target)
+        fsync_dir(target.parent)
+        fsync_dir(self.dir)
+        return target
+
+    def _read_claimed(self, claimed: str, now: float) -> FileOutcome | None:
+        """Read a claimed file and move it from the work directory to where it belongs."""
+        match = _CLAIMED_NAME.fullmatch(claimed)
+        name = match.group(1) if match else claimed
+        path = self.dir / CLAIMED / claimed
         try:
             fd, st = self._open(path)
         except _MoveAside as exc:
-            return self._quarantine(name, str(exc), now)
+            return self._quarantine(path, name, str(exc), now)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            return self._move(name, REJECTED, f"cannot be opened: {exc.strerror}", now, accepted=0, report=None)
+            return self._move(path, name, REJECTED, f"cannot be opened: {exc.strerror}", now, accepted=0, report=None)
         with os.fdopen(fd, "rb") as stream:
-            if st.st_mtime > now - self.settings.settle_time:
-                return _skipped(name, "modified too recently")  # replaced since the lstat()
-            return self._ingest(name, stream, now, st)
+            if not self._settled(name, st, now):
+                return _skipped(name, "modified too recently")  # still being written: read later
+            return self._ingest(path, name, stream, now, st)
+
+    def _settled(self, name: str, st: os.stat_result, now: float) -> bool:
+        """True when the file has not been written to for the settle time.
+
+        A modification time in the future (a producer's clock ahead of ours) would keep a
+        file waiting, silently, until then: such a file is read once it has stayed unchanged
+        for the settle time as seen by our clock, and a warning says so once.
+        """
+        settle = self.settings.settle_time
+        if st.st_mtime <= now - settle:
+            return True
+        if st.st_mtime <= now + FUTURE_SLACK:
+            return False
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        self._future_seen.add(key)
+        first = self._future.get(key)
+        if first is None:
+            first = self._future[key] = now
+            log.warning(
+                "inbox file %s has a modification time in the future (%s); it is read once unchanged"
+                " for %gs, at %s", shown(name), _utc(st.st_mtime), settle, _utc(now + settle),
+                extra={"file": name},
+            )
+        return now - first >= settle
 
     def _oversize(self, size: int) -> str:
         return f"larger than the inbox size limit ({size} > {self.settings.max_file_size} bytes)"
@@ -688,7 +752,7 @@ class Inbox:
             raise
         return fd, st
 
-    def _ingest(self, name: str, stream: BinaryIO, now: float, opened: os.stat_result) -> FileOutcome:
+    def _ingest(self, path: Path, name: str, stream: BinaryIO, now: float, opened: os.stat_result) -> FileOutcome:
         report = _Report()
 
         def valid() -> Iterator[tuple[str, str]]:
@@ -707,7 +771,7 @@ class Inbox:
         except UnparseableFile as exc:
             if _changed_since(stream, opened):
                 return _skipped(name, "changed while being read (a writer is still at it)")
-            return self._move(name, REJECTED, str(exc), now, accepted=0, report=report)
+            return self._move(path, name, REJECTED, str(exc), now, accepted=0, report=report)
         except OSError as exc:
             # A read error part way: leave the file for the next scan (enqueue is idempotent).
             return _skipped(name, f"read error: {exc.strerror}")
@@ -717,14 +781,15 @@ class Inbox:
             return _skipped(name, "changed while being read (a writer is still at it)")
         accepted = result.added + result.requeued + result.skipped
         if accepted == 0 and report.count > 0:
-            return self._move(name, REJECTED, f"no valid ids ({report.count} invalid)", now, accepted=0, report=report)
-        return self._move(name, PROCESSED, None, now, accepted=accepted, report=report, result=result)
+            return self._move(path, name, REJECTED, f"no valid ids ({report.count} invalid)", now, accepted=0, report=report)
+        return self._move(path, name, PROCESSED, None, now, accepted=accepted, report=report, result=result)
 
-    def _quarantine(self, name: str, reason: str, now: float) -> FileOutcome:
-        return self._move(name, QUARANTINE, reason, now, accepted=0, report=None)
+    def _quarantine(self, path: Path, name: str, reason: str, now: float) -> FileOutcome:
+        return self._move(path, name, QUARANTINE, reason, now, accepted=0, report=None)
 
     def _move(
         self,
+        source: Path,
         name: str,
         folder: str,
         reason: str | None,
@@ -734,14 +799,14 @@ class Inbox:
         report: _Report | None,
         result: EnqueueResult | None = None,
     ) -> FileOutcome:
-        """Move an entry (never following it) into ``folder`` and write its note beside it."""
+        """Move an entry (never following it) from ``source`` into ``folder``, its note beside it."""
         target = self._target(folder, name, now)
         try:
-            os.rename(self.dir / name, target)
+            os.rename(source, target)
         except FileNotFoundError:
             return _skipped(name, "vanished before it could be moved")
         fsync_dir(target.parent)
-        fsync_dir(self.dir)
+        fsync_dir(source.parent)
         invalid = report.count if report else 0
         note = self._note(name, folder, reason, accepted, invalid, report, result)
         note_path = None
@@ -791,6 +856,10 @@ class Inbox:
             heading.append(f"invalid: {invalid} (listed below; these were not queued)")
         assert report is not None
         return report.render(heading)
+
+
+def _utc(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
 def _changed_since(stream: BinaryIO, opened: os.stat_result) -> bool:

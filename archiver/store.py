@@ -72,7 +72,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at        REAL    NOT NULL,
     updated_at        REAL    NOT NULL,
     first_deferred_at REAL,
-    force             INTEGER NOT NULL DEFAULT 0,    -- 1: fetch again even what is archived
+    force             INTEGER NOT NULL DEFAULT 0,    -- 1: fetch again even what is archived,
+                                                     -- 2: asked while running: again after it
     -- ext_id first: "archiver retry ID..." looks rows up by ext_id alone.
     UNIQUE (ext_id, id_type)
 );
@@ -96,6 +97,14 @@ _COLUMNS = (
     " created_at, updated_at, first_deferred_at, force"
 )
 _DUE = f"state IN ('{PENDING}', '{DEFERRED}')"
+# ``force`` = 2 on a running job: a forced archive (enqueue --force, verify --requeue) was asked
+# for while an attempt was running. When that attempt ends, however it ends, the job starts
+# over as a forced one: the request is kept, not answered "already known" and dropped.
+FORCE_AFTER_RUN = 2
+_HONOUR_FORCE_AFTER_RUN = (
+    f"UPDATE jobs SET state = '{PENDING}', force = 1, parts_done = '', attempts = 0, not_before = :now,"
+    f" first_deferred_at = NULL, updated_at = :now WHERE id = :job_id AND force = {FORCE_AFTER_RUN}"
+)
 
 # The queries that run against the whole queue, named so that tests can check their plans.
 CLAIM_SQL = (
@@ -304,10 +313,12 @@ class JobStore:
                     self._conn.execute("COMMIT")
 
     def _update_one(self, job_id: int, assignments: str, **params: Any) -> None:
+        """End (or give back) a claimed job; a forced request made while it ran starts it over."""
         with self._write() as conn:
             cursor = conn.execute(f"UPDATE jobs SET {assignments} WHERE id = :job_id", {"job_id": job_id, **params})
             if cursor.rowcount == 0:
                 raise KeyError(f"no job with id {job_id}")
+            conn.execute(_HONOUR_FORCE_AFTER_RUN, {"job_id": job_id, "now": params.get("now", time.time())})
 
     # -- enqueue ----------------------------------------------------------------------------
 
@@ -328,7 +339,8 @@ class JobStore:
         - ``force=True`` marks jobs to be archived again, replacing what is on disk: done,
           failed and deferred rows go back to pending (counted as requeued) with nothing
           marked done and ``wants`` replaced; pending rows only get the mark (counted as
-          skipped); new rows get it too. Running rows are left alone.
+          skipped); new rows get it too. Running rows keep the request (counted as
+          requeued): when the running attempt ends they start over, forced.
         - ``requeue_failed=True`` puts failed rows back to pending, keeping the parts already
           archived.
 
@@ -391,11 +403,19 @@ class JobStore:
     ) -> int:
         if not states:
             return 0
+        running = 0
         if force:
             conn.executemany(
                 f"UPDATE jobs SET force = 1 WHERE ext_id = ? AND id_type = ? AND state = '{PENDING}'",
                 ((e, t) for t, e in keys),
             )
+            before = conn.total_changes
+            conn.executemany(
+                f"UPDATE jobs SET force = {FORCE_AFTER_RUN}, wants = ? WHERE ext_id = ? AND id_type = ?"
+                f" AND state = '{RUNNING}'",
+                ((wants_text, e, t) for t, e in keys),
+            )
+            running = conn.total_changes - before
         # A forced job starts over: every part is fetched again, for the new ``wants``.
         fresh = ", parts_done = '', wants = :wants, last_error = NULL, force = 1" if force else ""
         placeholders = ", ".join(f"'{s}'" for s in states)
@@ -406,7 +426,7 @@ class JobStore:
             f" WHERE ext_id = :ext_id AND id_type = :id_type AND state IN ({placeholders})",
             ({"now": now, "wants": wants_text, "ext_id": e, "id_type": t} for t, e in keys),
         )
-        return conn.total_changes - before
+        return conn.total_changes - before + running
 
     def record_archived(
         self, items: Iterable[tuple[str, str, Iterable[str], str | None]], *, now: float | None = None
@@ -441,7 +461,8 @@ class JobStore:
         with self._write() as conn:
             rows = conn.execute(CLAIM_SQL, (now, limit)).fetchall()
             conn.executemany(
-                f"UPDATE jobs SET state = '{RUNNING}', attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                f"UPDATE jobs SET state = '{RUNNING}', attempts = attempts + 1, updated_at = ?,"
+                f" force = MIN(force, 1) WHERE id = ?",
                 ((now, row[0]) for row in rows),
             )
         return [replace(_job(row), state=RUNNING, attempts=row[6] + 1, updated_at=now) for row in rows]
@@ -458,7 +479,10 @@ class JobStore:
 
     def complete(self, job_id: int, *, now: float | None = None) -> None:
         """The job is archived: done, with its last error (and any force mark) cleared."""
-        self._update_one(job_id, f"state = '{DONE}', last_error = NULL, force = 0, updated_at = :now", now=_now(now))
+        self._update_one(
+            job_id, f"state = '{DONE}', last_error = NULL, force = (force = {FORCE_AFTER_RUN}) * {FORCE_AFTER_RUN},"
+            " updated_at = :now", now=_now(now),
+        )
 
     def defer(self, job_id: int, until: float, reason: str, *, now: float | None = None) -> None:
         """The media is not ready yet: try again at ``until``; remembers when this first happened."""

@@ -29,7 +29,7 @@ from archiver.store import JobStore
 T0 = 1_700_000_000.0
 LATER = T0 + 3600
 MiB = 1024 * 1024
-OWN = {"processed", "rejected", "quarantine"}
+OWN = {"processed", "rejected", "quarantine", ".claimed"}
 
 
 class Folder:
@@ -254,17 +254,19 @@ def test_a_file_still_being_written_is_left_until_it_settles(folder: Folder) -> 
 
 class WriterAppendsDuringTheRead:
     """A job store whose enqueue lets a writer append to the file after the scanner read it
-    to its end and before the scanner moves it away (the writer ignored the settle time)."""
+    to its end and before the scanner moves it away (the writer ignored the settle time).
+    The writer holds the file open, as a writer still at it does."""
 
     def __init__(self, store: JobStore, path: Path, more: bytes) -> None:
-        self.store, self.path, self.more = store, path, more
+        self.store, self.more = store, more
+        self.out = open(path, "ab")
 
     def enqueue(self, items, **kwargs):
         try:
             items = list(items)
         finally:
-            with open(self.path, "ab") as out:
-                out.write(self.more)
+            self.out.write(self.more)
+            self.out.close()
         return self.store.enqueue(items, **kwargs)
 
 
@@ -277,16 +279,18 @@ class WriterAppendsDuringTheRead:
 )
 def test_a_file_that_grows_while_it_is_read_is_read_again(folder: Folder, name: str, first: bytes, more: bytes) -> None:
     """Regression: the file was moved to processed/ (or, half-written JSON, to rejected/) with
-    the writer's last ids unread; those ids were lost. Now it stays for the next scan."""
+    the writer's last ids unread; those ids were lost. Now it stays claimed for the next scan."""
     path = folder.drop(name, first)
     folder.inbox._store = WriterAppendsDuringTheRead(folder.store, path, more)  # type: ignore[assignment]
     [outcome] = scan_with_deadline(folder)
-    assert outcome.disposition == "skipped" and path.exists()
+    [claimed] = (folder.dir / ".claimed").iterdir()
+    assert outcome.disposition == "skipped" and claimed.read_bytes() == first + more
     folder.inbox._store = folder.store
-    os.utime(path, (T0, T0))
+    os.utime(claimed, (T0, T0))
     [outcome] = scan_with_deadline(folder)
-    assert outcome.disposition == "processed"
+    assert outcome.disposition == "processed" and outcome.name == name
     assert folder.queued() == ["a" * 24, "b" * 24]
+    assert not list((folder.dir / ".claimed").iterdir())
 
 
 @pytest.mark.slow
@@ -319,3 +323,71 @@ def test_100_mb_json_document(folder: Folder) -> None:
     folder.drop("big.json", json.dumps(document).encode())
     [outcome] = scan_with_deadline(folder, seconds=300)
     assert outcome.disposition == "processed" and folder.queued() == ids
+
+
+class ProducerRenamesTheNextExportIntoPlace:
+    """A job store whose enqueue lets a producer rename its next export into place under the
+    same name while the scanner is reading the current file."""
+
+    def __init__(self, store: JobStore, folder: Folder, name: str, data: bytes) -> None:
+        self.store, self.folder, self.name, self.data = store, folder, name, data
+
+    def enqueue(self, items, **kwargs):
+        try:
+            items = list(items)
+        finally:
+            staged = self.folder.root / "staged"
+            staged.write_bytes(self.data)
+            os.utime(staged, (T0, T0))
+            os.rename(staged, self.folder.dir / self.name)
+        return self.store.enqueue(items, **kwargs)
+
+
+def test_a_file_replaced_under_its_name_while_read_is_a_new_file(folder: Folder) -> None:
+    """Attack: the next export renamed into place under the same name during the read.
+    Before: the scanner moved the new file (by name) to processed/ unread: 0 of its ids queued."""
+    a, b = "a" * 24, "b" * 24
+    folder.drop("export.txt", f"{a}\n".encode())
+    folder.inbox._store = ProducerRenamesTheNextExportIntoPlace(  # type: ignore[assignment]
+        folder.store, folder, "export.txt", f"{b}\n".encode())
+    [first] = scan_with_deadline(folder)
+    assert first.disposition == "processed" and first.moved_to.read_bytes() == f"{a}\n".encode()  # type: ignore[union-attr]
+    assert (folder.dir / "export.txt").read_bytes() == f"{b}\n".encode()  # the new file is still here
+    folder.inbox._store = folder.store
+    [second] = scan_with_deadline(folder)
+    assert second.disposition == "processed" and second.moved_to.read_bytes() == f"{b}\n".encode()  # type: ignore[union-attr]
+    assert folder.queued() == [a, b]
+    assert set(os.listdir(folder.dir)) == OWN and not os.listdir(folder.dir / ".claimed")
+
+
+def test_a_file_from_the_future_is_read_once_settled_and_warned_about_once(folder: Folder) -> None:
+    """Attack: a producer whose clock is a year ahead. Before: the file waited, silently
+    (DEBUG only), for a year."""
+    import logging
+
+    from .reliability import Captured
+
+    ahead = LATER + 365 * 86400
+    folder.drop("ahead.txt", b"c" * 24 + b"\n", mtime=ahead)
+    with Captured() as logs:
+        [first] = scan_with_deadline(folder, now=LATER)
+        assert first.disposition == "skipped" and folder.queued() == []
+        [again] = scan_with_deadline(folder, now=LATER + 1)
+        assert again.disposition == "skipped"
+        [read] = scan_with_deadline(folder, now=LATER + 2)  # unchanged for the 2 s settle time
+    assert read.disposition == "processed" and folder.queued() == ["c" * 24]
+    warnings = [r for r in logs.records if r.levelno == logging.WARNING and "ahead.txt" in r.getMessage()]
+    assert len(warnings) == 1 and "future" in warnings[0].getMessage()
+
+
+def test_a_file_from_the_future_still_being_written_waits(folder: Folder) -> None:
+    ahead = LATER + 86400
+    path = folder.drop("ahead.txt", b"c" * 24 + b"\n", mtime=ahead)
+    scan_with_deadline(folder, now=LATER)
+    with open(path, "ab") as out:  # the writer is still at it: the clock starts again
+        out.write(b"d" * 24 + b"\n")
+    os.utime(path, (ahead + 5, ahead + 5))
+    [outcome] = scan_with_deadline(folder, now=LATER + 2)
+    assert outcome.disposition == "skipped" and folder.queued() == []
+    [outcome] = scan_with_deadline(folder, now=LATER + 4)
+    assert outcome.disposition == "processed" and folder.queued() == ["c" * 24, "d" * 24]

@@ -488,13 +488,19 @@ def test_crash_before_the_move_reads_the_file_again(
     drop(inbox_dir, "ids.txt", f"{A}\n{B}\n")
     real_rename = os.rename
 
+    renames: list[object] = []
+
     def dies(*args, **kwargs):
+        renames.append(args)
+        if len(renames) == 1:
+            return real_rename(*args, **kwargs)  # the claim into the work directory
         raise KeyboardInterrupt  # the process is killed between commit and move
 
     monkeypatch.setattr(os, "rename", dies)
     with pytest.raises(KeyboardInterrupt):
         inbox.scan(now=LATER)
-    assert (inbox_dir / "ids.txt").exists() and queued(store) == [A, B]
+    [claimed] = (inbox_dir / ".claimed").iterdir()
+    assert claimed.name.endswith("-ids.txt") and queued(store) == [A, B]
 
     monkeypatch.setattr(os, "rename", real_rename)
     outcome = only(inbox.scan(now=LATER))
@@ -513,7 +519,8 @@ def test_store_failure_leaves_the_file_in_place(
     monkeypatch.setattr(store, "enqueue", locked)
     with pytest.raises(sqlite3.OperationalError):
         inbox.scan(now=LATER)
-    assert (inbox_dir / "ids.txt").read_text() == A
+    [claimed] = (inbox_dir / ".claimed").iterdir()  # claimed, read again by the next scan
+    assert claimed.read_text() == A
     assert not list((inbox_dir / "processed").iterdir())
 
 
@@ -529,7 +536,7 @@ def test_own_folder_replaced_by_a_symlink_stops_the_scan(inbox: Inbox, inbox_dir
 
 def test_scan_creates_its_folders_and_never_scans_them(inbox: Inbox, inbox_dir: Path) -> None:
     assert inbox.scan(now=LATER) == []
-    assert sorted(p.name for p in inbox_dir.iterdir()) == ["processed", "quarantine", "rejected"]
+    assert sorted(p.name for p in inbox_dir.iterdir()) == [".claimed", "processed", "quarantine", "rejected"]
     drop(inbox_dir / "processed", "old.txt", A)
     assert inbox.scan(now=LATER) == []
 

@@ -134,13 +134,14 @@ def test_done_session_is_not_fetched_again_unless_forced(store: JobStore) -> Non
     assert store.get_job(job.id).force is False  # type: ignore[union-attr]
 
 
-def test_force_marks_pending_rows_and_leaves_running_ones(store: JobStore) -> None:
+def test_force_marks_pending_rows_and_keeps_the_request_of_running_ones(store: JobStore) -> None:
     store.enqueue(sessions(1, 2), now=T0)
     [running] = store.claim(1, now=T0)
     result = store.enqueue(sessions(1, 2, 3), force=True, now=T0 + 1)
-    assert (result.added, result.requeued, result.skipped) == (1, 0, 2)
+    # The running job keeps the request (requeued): it starts over, forced, once it ends.
+    assert (result.added, result.requeued, result.skipped) == (1, 1, 1)
     running_now = store.get_job(running.id)
-    assert running_now is not None and (running_now.state, running_now.force) == (RUNNING, False)
+    assert running_now is not None and (running_now.state, running_now.force) == (RUNNING, True)
     pending = store.get(ids.SESSION, sid(2))
     assert pending is not None and (pending.state, pending.not_before, pending.force) == (PENDING, T0, True)
     assert store.get(ids.SESSION, sid(3)).force is True  # type: ignore[union-attr]
@@ -444,3 +445,28 @@ def test_whole_queue_queries_use_indexes(store: JobStore, tmp_path: Path) -> Non
     assert "INDEX jobs_due" in claim_plan and "TEMP B-TREE" not in claim_plan
     assert "INDEX jobs_due" in plan(NEXT_DUE_SQL)
     conn.close()
+
+
+@pytest.mark.parametrize("end", ["complete", "fail", "defer", "retry_later", "release"])
+def test_force_asked_while_running_is_honoured_when_the_attempt_ends(store: JobStore, end: str) -> None:
+    """Regression: ``enqueue --force`` on a running job was answered "already known" and dropped."""
+    store.enqueue(sessions(1), now=T0)
+    [running] = store.claim(1, now=T0)
+    store.mark_part_done(running.id, "recordings")
+    store.enqueue(sessions(1), force=True, wants=frozenset({"recordings"}), now=T0 + 1)
+    finish = {
+        "complete": lambda: store.complete(running.id, now=T0 + 2),
+        "fail": lambda: store.fail(running.id, "boom", now=T0 + 2),
+        "defer": lambda: store.defer(running.id, T0 + 999, "not ready", now=T0 + 2),
+        "retry_later": lambda: store.retry_later(running.id, T0 + 999, "reset", now=T0 + 2),
+        "release": lambda: store.release(running.id, now=T0 + 2),
+    }[end]
+    finish()
+    job = store.get_job(running.id)
+    assert job is not None and (job.state, job.force, job.parts_done, job.not_before) == (PENDING, True, frozenset(), T0 + 2)
+    assert job.wants == frozenset({"recordings"})
+    [again] = store.claim(1, now=T0 + 2)
+    assert again.force is True
+    store.complete(again.id, now=T0 + 3)
+    done = store.get_job(again.id)
+    assert done is not None and (done.state, done.force) == (DONE, False)  # honoured once, not forever
