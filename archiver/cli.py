@@ -25,6 +25,7 @@ import asyncio
 import json
 import os
 import shutil
+import sqlite3
 import sys
 import time
 from datetime import datetime, timezone
@@ -355,6 +356,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 async def run_check(config: Config, out: Any = None) -> int:
     """The operator's first command: can the service start with this configuration?"""
     from .client import KoreClient, api_session
+    from .store import JobStore
 
     out = out or sys.stdout
     ok = True
@@ -368,8 +370,14 @@ async def run_check(config: Config, out: Any = None) -> int:
     for label, path in (("archive", config.archive.root), ("inbox", config.daemon.inbox_dir), ("state", config.daemon.state_dir)):
         line(*_check_dir(label, path, config.archive.min_free_space if label == "archive" else 0))
     try:
+        # The API budget is shared with a daemon running on the same state directory.
+        store = JobStore.open_in(config.daemon.state_dir)
+    except (ArchiverError, OSError, sqlite3.Error) as exc:
+        line(False, f"cannot open the job store in {config.daemon.state_dir}: {exc}")
+        store = None
+    try:
         async with api_session(config) as http:
-            client = KoreClient(config, http)
+            client = KoreClient(config, http, store=store)
             client.retry = type(client.retry)(max_attempts=1)
             token = client.signer.token()
             line(bool(token), "signed a JWT (HS256) with the client secret")
@@ -377,6 +385,9 @@ async def run_check(config: Config, out: Any = None) -> int:
             line(True, f"the API at {config.kore.origin} accepted the credentials and scope (status {answer.status})")
     except ArchiverError as exc:
         line(False, f"API call failed: {exc}")
+    finally:
+        if store is not None:
+            store.close()
     print("the service can start" if ok else "the service cannot start: fix the lines marked FAIL", file=out)
     return EXIT_OK if ok else EXIT_FAILED
 
@@ -438,7 +449,7 @@ async def run_backfill(config: Config, date_from: datetime, date_to: datetime, o
     try:
         with JobStore.open_in(config.daemon.state_dir) as store:
             async with api_session(config) as http:
-                result = await Discovery(config, KoreClient(config, http), store).backfill(date_from, date_to)
+                result = await Discovery(config, KoreClient(config, http, store=store), store).backfill(date_from, date_to)
     finally:
         lock.release()
     print(

@@ -37,8 +37,9 @@ from .errors import (
 )
 from .ids import SESSION
 from .metrics import Metrics
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, SharedRateLimiter
 from .redact import scrub
+from .store import JobStore
 from .retry import RetryPolicy
 
 log = logging.getLogger("archiver.client")
@@ -125,12 +126,17 @@ class KoreClient:
         retry: RetryPolicy | None = None,
         metrics: Metrics | None = None,
         breaker: CircuitBreaker | None = None,
+        store: JobStore | None = None,
     ) -> None:
-        """``breaker``: the API host's circuit breaker (shared by every worker), if any."""
+        """``breaker``: the API host's circuit breaker (shared by every worker), if any;
+        ``store``: the job store, where the Contact Center budget is shared with every process
+        on the same state directory (without one, the budget is this process's alone)."""
         self.config = config
         self.kore = config.kore
         self.http = http
         self.signer = signer or TokenSigner(config.kore)
+        if limiter is None and store is not None:
+            limiter = SharedRateLimiter(config.kore.requests_per_minute, config.kore.rate_window, store)
         self.limiter = limiter or RateLimiter(config.kore.requests_per_minute, config.kore.rate_window)
         self.retry = retry or RetryPolicy.from_config(config.http)
         self.metrics = metrics or Metrics()

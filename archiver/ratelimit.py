@@ -14,8 +14,14 @@ moment the server can have counted it, and a small margin covers the rest.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:
+    from .store import JobStore
+
+log = logging.getLogger("archiver.ratelimit")
 
 
 Slot = list  # [time] of one request, see RateLimiter.settle
@@ -130,3 +136,52 @@ class MultiWindowLimiter(RateLimiter):
             for limiter in (self, *self._longer):
                 if age < limiter.window:
                     limiter._take([now - age])
+
+
+class SharedRateLimiter(RateLimiter):
+    """The same budget, kept in the job store: every process on the state directory (the
+    daemon, ``archiver once`` after it, ``archiver check`` beside it) counts the requests of
+    all of them, and a restart after SIGKILL finds the last window's requests still counted.
+
+    The store is SQLite: each acquisition is one short write transaction, in a worker thread
+    (never on the event loop). Times are wall-clock, the one clock processes share.
+    """
+
+    def __init__(self, limit: int, window: float, store: "JobStore", *, name: str = "contact_center",
+                 margin: float | None = None) -> None:
+        super().__init__(limit, window, margin=margin, clock=time.time)
+        self.store = store
+        self.name = name
+
+    async def acquire(self) -> Slot:
+        """Wait until the shared window has room and take a slot in it: ``[time, row id]``."""
+        async with self._lock:
+            while True:
+                now = self._clock()
+                wait = max(0.0, self._paused_until - now)
+                if wait <= 0:
+                    wait, row = await asyncio.to_thread(
+                        self.store.budget_take, self.name, self.limit, self.window + self.margin, now
+                    )
+                    if row is not None:
+                        return [now, row]
+                await asyncio.sleep(wait)
+
+    def settle(self, slot: Slot) -> None:
+        """Stamp the slot again at the answer (in a thread; nothing waits for it)."""
+        super().settle(slot)
+        self._in_thread(self.store.budget_settle, slot[1], slot[0])
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request of every process on the state directory for ``seconds``."""
+        super().pause(seconds)
+        self._in_thread(self.store.budget_pause, self.name, self._paused_until)
+
+    def _in_thread(self, func: Callable[..., None], *args: object) -> None:
+        def run() -> None:
+            try:
+                func(*args)
+            except Exception as exc:  # the store closing under a late answer: only the budget's precision suffers
+                log.debug("budget bookkeeping skipped: %s", exc)
+
+        asyncio.get_running_loop().run_in_executor(None, run)

@@ -90,6 +90,14 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
+-- The API budget shared by every process on this state directory (see ratelimit.SharedRateLimiter):
+-- one row per recent request, at the latest moment the server can have counted it.
+CREATE TABLE IF NOT EXISTS budget (
+    id    INTEGER PRIMARY KEY,
+    name  TEXT NOT NULL,
+    at    REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS budget_at ON budget (name, at);
 """
 
 _COLUMNS = (
@@ -648,6 +656,41 @@ class JobStore:
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
+            )
+
+    # -- the shared API budget ---------------------------------------------------------------
+
+    def budget_take(self, name: str, limit: int, window: float, now: float) -> tuple[float, int | None]:
+        """Take one request of budget ``name`` (at most ``limit`` per ``window`` seconds, counted
+        by every process on this file): ``(0, slot id)``, or ``(seconds to wait, None)``."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM budget WHERE name = ? AND at <= ?", (name, now - window))
+            paused = conn.execute("SELECT value FROM meta WHERE key = ?", (f"budget.{name}.paused_until",)).fetchone()
+            if paused is not None and float(paused[0]) > now:
+                return float(paused[0]) - now, None
+            (count,) = conn.execute("SELECT COUNT(*) FROM budget WHERE name = ?", (name,)).fetchone()
+            if count >= limit:
+                # The request that must leave the window before there is room again.
+                (leaving,) = conn.execute(
+                    "SELECT at FROM budget WHERE name = ? ORDER BY at DESC LIMIT 1 OFFSET ?", (name, limit - 1)
+                ).fetchone()
+                return max(0.001, leaving + window - now), None
+            cursor = conn.execute("INSERT INTO budget (name, at) VALUES (?, ?)", (name, now))
+            return 0.0, cursor.lastrowid
+
+    def budget_settle(self, slot: int, at: float) -> None:
+        """The request of ``slot`` was answered at ``at``: the server counted it by then."""
+        with self._write() as conn:
+            conn.execute("UPDATE budget SET at = MAX(at, ?) WHERE id = ?", (at, slot))
+
+    def budget_pause(self, name: str, until: float) -> None:
+        """Hold budget ``name`` in every process until ``until`` (after a 429)."""
+        key = f"budget.{name}.paused_until"
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
+                " SET value = MAX(CAST(value AS REAL), CAST(excluded.value AS REAL))",
+                (key, repr(until)),
             )
 
     def integrity_check(self) -> str:

@@ -1,0 +1,101 @@
+"""The Contact Center budget is one budget: kept in the job store, it survives SIGKILL and is
+counted by every process on the state directory (a daemon, ``archiver once`` after another,
+``archiver check`` beside the daemon). The simulator enforces the budget and answers its
+429s without ``Retry-After``, so any request over it shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import signal
+
+from archiver.cli import run_check
+from archiver.service import Service
+from archiver.store import JobStore
+
+from .conftest import make_config, wait_for
+from .test_crashloop import spawn
+
+LIMIT, WINDOW = 6, 2.0
+
+
+def session_ids(count: int, salt: int) -> list[str]:
+    return [f"{0x67900000 + n * 6007:08x}{salt:04x}f00d{n:08x}" for n in range(count)]
+
+
+async def budgeted(simulator):
+    return await simulator(rate_limit=LIMIT, rate_window=WINDOW, retry_after_header=False, voicemail_rate=0.0)
+
+
+def config_for(tmp_path, sim, **extra):
+    # One API call per session (no voicemail): the budget is what paces the run.
+    return make_config(
+        tmp_path, sim, kore__requests_per_minute=LIMIT, kore__rate_window=f"{WINDOW}s",
+        kore__fetch_voicemail=False, daemon__concurrency=4, **extra,
+    )
+
+
+def enqueue(config, ids: list[str]) -> None:
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        store.enqueue([("session", sid) for sid in ids])
+
+
+def done(config) -> int:
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        return store.counts()["done"]
+
+
+def api_calls(sim) -> int:
+    return sum(1 for r in sim.requests if r.server == "api")
+
+
+async def test_archiver_once_right_after_another_stays_within_the_budget(tmp_path, simulator):
+    sim = await budgeted(simulator)
+    config = config_for(tmp_path, sim)
+    for salt in (1, 2):
+        ids = session_ids(LIMIT - 1, salt)
+        enqueue(config, ids)
+        stats = await asyncio.wait_for(Service(config, burst=True).run(), 30)
+        assert stats.done == len(ids)
+    assert sim.stats.rate_limited == 0
+
+
+async def test_check_beside_a_running_daemon_gets_no_429(tmp_path, simulator):
+    sim = await budgeted(simulator)
+    config = config_for(tmp_path, sim)
+    enqueue(config, session_ids(3 * LIMIT, 3))
+    service = Service(config)
+    running = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(service.ready.wait(), 10)
+        await wait_for(lambda: api_calls(sim) >= LIMIT, what="the daemon to spend the window")
+        out = io.StringIO()
+        assert await asyncio.wait_for(run_check(config, out), 30) == 0, out.getvalue()
+        assert "the service can start" in out.getvalue()
+    finally:
+        service.stop()
+        await asyncio.wait_for(running, 15)
+    assert sim.stats.rate_limited == 0
+
+
+async def test_three_sigkills_mid_window_cost_no_429(tmp_path, simulator):
+    sim = await budgeted(simulator)
+    config = config_for(tmp_path, sim)
+    ids = session_ids(4 * LIMIT, 4)
+    enqueue(config, ids)
+    log = tmp_path / "daemon.log"
+    for _kill in range(3):
+        before = api_calls(sim)
+        daemon = await spawn(config.source, log)
+        # Killed once it has spent part of a window: the next one must count those calls.
+        await wait_for(lambda: api_calls(sim) >= before + LIMIT // 2, timeout=30, what="requests")
+        daemon.send_signal(signal.SIGKILL)
+        await daemon.wait()
+    daemon = await spawn(config.source, log)
+    try:
+        await wait_for(lambda: done(config) == len(ids), timeout=60, what="every session")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(daemon.wait(), 30)
+    assert sim.stats.rate_limited == 0, log.read_text()[-3000:]
