@@ -206,8 +206,11 @@ class KoreClient:
         retry: bool = True,
         body: dict[str, Any] | None = None,
         limiter: RateLimiter | None = None,
+        url: URL | None = None,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """One JSON call; ``body`` is sent as JSON, ``limiter`` replaces the Contact Center budget."""
+        """One JSON call; ``body`` is sent as JSON, ``limiter`` replaces the Contact Center budget,
+        ``url`` the bot's base (``path`` is then ignored), ``headers`` are added to the auth one."""
         async def handle(resp: aiohttp.ClientResponse) -> dict[str, Any]:
             _require_json(resp, endpoint)
             limit = self.config.http.body_timeout
@@ -225,7 +228,9 @@ class KoreClient:
                 raise ProtocolError(f"{endpoint}: the answer is not a JSON object")
             return data
 
-        return await self._call(endpoint, method, path, params, handle, retry=retry, body=body, limiter=limiter)
+        return await self._call(
+            endpoint, method, path, params, handle, retry=retry, body=body, limiter=limiter, url=url, headers=headers
+        )
 
     async def _call(
         self,
@@ -238,9 +243,13 @@ class KoreClient:
         retry: bool = True,
         body: dict[str, Any] | None = None,
         limiter: RateLimiter | None = None,
+        url: URL | None = None,
+        headers: dict[str, str] | None = None,
     ) -> T:
         async def attempt() -> T:
-            return await self._attempt(endpoint, method, path, params, handle, body, limiter or self.limiter)
+            return await self._attempt(
+                endpoint, method, path, params, handle, body, limiter or self.limiter, url=url, headers=headers
+            )
 
         if not retry:
             return await attempt()
@@ -263,13 +272,17 @@ class KoreClient:
         handle: Callable[[aiohttp.ClientResponse], Awaitable[T]],
         body: dict[str, Any] | None,
         limiter: RateLimiter,
+        *,
+        url: URL | None = None,
+        headers: dict[str, str] | None = None,
     ) -> T:
-        url = self._base.with_path(self._base.path + path).with_query(params)
+        base = url if url is not None else self._base.with_path(self._base.path + path)
+        url = base.with_query(params)
         for signed_again in (False, True):
             slot = await limiter.acquire()
             probe = self.breaker.admit() if self.breaker is not None else False
             try:
-                async with await self._send(endpoint, method, url, body) as resp:
+                async with await self._send(endpoint, method, url, body, headers) as resp:
                     limiter.settle(slot)
                     self.metrics.api_calls.labels(endpoint, str(resp.status)).inc()
                     if resp.status < 500 and self.breaker is not None:
@@ -298,13 +311,15 @@ class KoreClient:
                     self.breaker.abandoned()
         raise AssertionError("unreachable")
 
-    async def _send(self, endpoint: str, method: str, url: URL, body: dict[str, Any] | None) -> aiohttp.ClientResponse:
+    async def _send(
+        self, endpoint: str, method: str, url: URL, body: dict[str, Any] | None, headers: dict[str, str] | None = None
+    ) -> aiohttp.ClientResponse:
         """Send one request and wait for its headers, at most http.header_timeout: aiohttp's
         read timeout is per read, so headers dripped a byte at a time would never time out."""
         limit = self.config.http.header_timeout
         async with deadline(limit, f"{endpoint}: the answer's headers took longer than http.header_timeout ({limit:g}s)"):
             return await self.http.request(
-                method, url, headers={"auth": self.signer.token(), "Accept": "application/json"},
+                method, url, headers={**(headers or {}), "auth": self.signer.token(), "Accept": "application/json"},
                 json=body, allow_redirects=False,
             )
 

@@ -67,6 +67,8 @@ class KoreConfig:
     requests_per_minute: int = 60
     rate_window: float = 60.0
     max_retry_after: float = 900.0
+    account_id: str = ""  # Call Details v2 (call.json, discovery, coverage) needs it
+    vendor_retention: float = 0.0  # how long the vendor keeps recordings; 0: unknown (no deadlines)
 
     @property
     def origin(self) -> str:
@@ -134,6 +136,18 @@ class DiscoveryConfig:
     requests_per_minute: int = 60
     requests_per_hour: int = 1800
     channel: str = "korevg"
+    source: str = "get_sessions"  # or "call_details" (needs kore.account_id)
+
+
+@dataclass(frozen=True)
+class CallDetailsConfig:
+    requests_per_minute: int = 60
+    rate_window: float = 60.0
+    page_size: int = 100
+    lookup_window: float = 600.0
+    omit_fields: tuple[str, ...] = ()
+    skip_voicemail: bool = True
+    coverage_schedule: str = "30 0 * * *"
 
 
 @dataclass(frozen=True)
@@ -164,6 +178,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    call_details: CallDetailsConfig = field(default_factory=CallDetailsConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     delete: DeleteConfig = field(default_factory=DeleteConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
@@ -177,6 +192,7 @@ SECTIONS: dict[str, type] = {
     "http": HttpConfig,
     "daemon": DaemonConfig,
     "discovery": DiscoveryConfig,
+    "call_details": CallDetailsConfig,
     "verify": VerifyConfig,
     "delete": DeleteConfig,
     "observability": ObservabilityConfig,
@@ -191,6 +207,7 @@ DURATIONS = {
     "daemon.defer_delay", "daemon.not_ready_timeout", "daemon.session_timeout", "daemon.breaker_probe_initial",
     "daemon.breaker_probe_max", "discovery.interval", "discovery.window",
     "discovery.overlap", "discovery.lookback", "verify.sample_interval",
+    "kore.vendor_retention", "call_details.rate_window", "call_details.lookup_window",
 }
 SIZES = {"media.max_file_size", "media.chunk_size", "media.min_rate", "archive.min_free_space", "daemon.inbox_max_file_size"}
 
@@ -456,6 +473,9 @@ def validate(config: Config, *, need_credentials: bool = True) -> None:
         raise ConfigError("discovery.page_size", "must be between 1 and 10000")
     if discovery.requests_per_minute < 1 or discovery.requests_per_hour < 1:
         raise ConfigError("discovery.requests_per_hour", "rate budgets must be at least 1")
+    if discovery.source not in {"get_sessions", "call_details"}:
+        raise ConfigError("discovery.source", f"expected 'get_sessions' or 'call_details', got {discovery.source!r}")
+    _validate_call_details(config)
     if config.verify.sample_size < 0:
         raise ConfigError("verify.sample_size", "must not be negative")
     obs = config.observability
@@ -467,13 +487,40 @@ def validate(config: Config, *, need_credentials: bool = True) -> None:
         parse_listen(obs.http_listen)
 
 
-def _validate_window(expression: str) -> None:
+_ACCOUNT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+_FIELD_PATH_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _validate_call_details(config: Config) -> None:
+    kore, calls = config.kore, config.call_details
+    if kore.account_id and not _ACCOUNT_ID_RE.fullmatch(kore.account_id):
+        raise ConfigError("kore.account_id", "not a valid account id (letters, digits, '-', '_')")
+    if config.discovery.source == "call_details" and not kore.account_id:
+        raise ConfigError("discovery.source", "'call_details' needs kore.account_id")
+    if kore.vendor_retention and kore.vendor_retention < 86400:
+        raise ConfigError("kore.vendor_retention", "must be at least 1d (the vendor keeps recordings 1 day to 7 years)")
+    if calls.requests_per_minute < 1:
+        raise ConfigError("call_details.requests_per_minute", "must be at least 1")
+    if calls.rate_window <= 0:
+        raise ConfigError("call_details.rate_window", "must be more than 0")
+    if not 1 <= calls.page_size <= 100:
+        raise ConfigError("call_details.page_size", "must be between 1 and 100 (the vendor's largest page)")
+    if not 60 <= calls.lookup_window <= 86400:
+        raise ConfigError("call_details.lookup_window", "must be between 1m and 1d")
+    for path in calls.omit_fields:
+        if not _FIELD_PATH_RE.fullmatch(path):
+            raise ConfigError("call_details.omit_fields", f"not a field name or dotted path: {path!r}")
+    if calls.coverage_schedule:
+        _validate_window(calls.coverage_schedule, "call_details.coverage_schedule")
+
+
+def _validate_window(expression: str, key: str = "daemon.window") -> None:
     from apscheduler.triggers.cron import CronTrigger  # only needed when a window is set
 
     try:
         CronTrigger.from_crontab(expression)
     except ValueError as exc:
-        raise ConfigError("daemon.window", f"not a valid 5-field cron expression: {exc}") from None
+        raise ConfigError(key, f"not a valid 5-field cron expression: {exc}") from None
 
 
 def parse_listen(value: str) -> tuple[str, int]:

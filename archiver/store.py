@@ -46,7 +46,7 @@ PARTS = frozenset({"recordings", "voicemail"})
 ID_TYPES = frozenset({ids.SESSION, ids.USER})
 
 FILE_NAME = "jobs.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 CACHE_KIB = 32 * 1024
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     first_deferred_at REAL,
     force             INTEGER NOT NULL DEFAULT 0,    -- 1: fetch again even what is archived,
                                                      -- 2: asked while running: again after it
+    session_at        REAL,    -- the session's time (ObjectId), else the queue time: its vendor deadline
     -- ext_id first: "archiver retry ID..." looks rows up by ext_id alone.
     UNIQUE (ext_id, id_type)
 );
@@ -82,10 +83,22 @@ CREATE TABLE IF NOT EXISTS jobs (
 -- jobs_state and sort every pending row.
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (not_before)
     WHERE state IN ('{PENDING}', '{DEFERRED}');
+-- claim(): due jobs in deadline order. With one retention per account the earliest deadline
+-- is the earliest session time, so the deadline is kept as that time (a changed retention
+-- then applies to the whole queue at once).
+CREATE INDEX IF NOT EXISTS jobs_deadline ON jobs (session_at, not_before)
+    WHERE state IN ('{PENDING}', '{DEFERRED}');
 -- counts() (a covering scan), the oldest pending job, retry --failed/--deferred.
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created_at);
 -- status(): the most recent errors.
 CREATE INDEX IF NOT EXISTS jobs_errors ON jobs (updated_at) WHERE last_error IS NOT NULL;
+-- The vendor's call-details record of a session (JSON), stored when it is found so that
+-- archiving it needs no further call (see calldetails.py).
+CREATE TABLE IF NOT EXISTS call_records (
+    session_id TEXT PRIMARY KEY,
+    record     TEXT NOT NULL,
+    fetched_at REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -102,7 +115,7 @@ CREATE INDEX IF NOT EXISTS budget_at ON budget (name, at);
 
 _COLUMNS = (
     "id, id_type, ext_id, wants, parts_done, state, attempts, not_before, last_error,"
-    " created_at, updated_at, first_deferred_at, force"
+    " created_at, updated_at, first_deferred_at, force, session_at"
 )
 _DUE = f"state IN ('{PENDING}', '{DEFERRED}')"
 # ``force`` = 2 on a running job: a forced archive (enqueue --force, verify --requeue) was asked
@@ -116,7 +129,14 @@ _HONOUR_FORCE_AFTER_RUN = (
 
 # The queries that run against the whole queue, named so that tests can check their plans.
 CLAIM_SQL = (
-    f"SELECT {_COLUMNS} FROM jobs INDEXED BY jobs_due WHERE {_DUE} AND not_before <= ? ORDER BY not_before, id LIMIT ?"
+    f"SELECT {_COLUMNS} FROM jobs INDEXED BY jobs_deadline WHERE {_DUE} AND not_before <= ?"
+    " ORDER BY session_at, not_before, id LIMIT ?"
+)
+# The earliest deadline (as its session time) among the jobs still to do, and the backlog in
+# deadline order (for the projection of ``archiver status`` and the at-risk metric).
+EARLIEST_SQL = f"SELECT MIN(session_at) FROM jobs INDEXED BY jobs_deadline WHERE {_DUE}"
+BACKLOG_TIMES_SQL = (
+    f"SELECT session_at, created_at FROM jobs INDEXED BY jobs_deadline WHERE {_DUE} ORDER BY session_at, not_before"
 )
 NEXT_DUE_SQL = f"SELECT MIN(not_before) FROM jobs INDEXED BY jobs_due WHERE {_DUE}"
 COUNTS_SQL = "SELECT state, COUNT(*) FROM jobs GROUP BY state"
@@ -144,6 +164,7 @@ class Job:
     updated_at: float
     first_deferred_at: float | None
     force: bool = False  # enqueued with force: archive again, replacing what is on disk
+    session_at: float | None = None  # the session's time (its ObjectId), else the queue time
 
 
 @dataclass(frozen=True)
@@ -207,6 +228,7 @@ def _job(row: tuple[Any, ...]) -> Job:
         updated_at=row[10],
         first_deferred_at=row[11],
         force=bool(row[12]),
+        session_at=row[13],
     )
 
 
@@ -218,6 +240,22 @@ def _checked_key(item: tuple[str, str]) -> tuple[str, str]:
     if problem is not None:
         raise UnsafeInputError(f"invalid {id_type} id {ext_id[:80]!r}: {problem}")
     return id_type, ext_id
+
+
+def session_time(id_type: str, ext_id: str, queued_at: float) -> float:
+    """The time a job's vendor deadline counts from: its session's ObjectId time, else (user
+    ids, other ids) the time it was queued."""
+    when = ids.object_id_time(ext_id) if id_type == ids.SESSION else None
+    return when.timestamp() if when is not None else queued_at
+
+
+def _migrate_from_1(conn: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: the session time of every job (for deadline order) and the call records."""
+    conn.execute("ALTER TABLE jobs ADD COLUMN session_at REAL")
+    rows = conn.execute("SELECT id, id_type, ext_id, created_at FROM jobs").fetchall()
+    conn.executemany(
+        "UPDATE jobs SET session_at = ? WHERE id = ?", ((session_time(t, e, c), i) for i, t, e, c in rows)
+    )
 
 
 def _now(now: float | None) -> float:
@@ -270,6 +308,8 @@ class JobStore:
                     "daemon.state_dir",
                     f"the job store has schema version {version}; this archiver knows up to {SCHEMA_VERSION}",
                 )
+            if version == 1:
+                _migrate_from_1(conn)
             # Statement by statement: executescript() would commit the transaction first.
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -390,10 +430,13 @@ class JobStore:
                     before = conn.total_changes
                     conn.executemany(
                         "INSERT INTO jobs (id_type, ext_id, wants, parts_done, state, attempts,"
-                        " not_before, created_at, updated_at, force)"
-                        f" VALUES (?, ?, ?, '', '{PENDING}', 0, ?, ?, ?, ?)"
+                        " not_before, created_at, updated_at, force, session_at)"
+                        f" VALUES (?, ?, ?, '', '{PENDING}', 0, ?, ?, ?, ?, ?)"
                         " ON CONFLICT (ext_id, id_type) DO NOTHING",
-                        ((id_type, ext_id, wants_text, now, now, now, force) for id_type, ext_id in keys),
+                        (
+                            (id_type, ext_id, wants_text, now, now, now, force, session_time(id_type, ext_id, now))
+                            for id_type, ext_id in keys
+                        ),
                     )
                     added = conn.total_changes - before
             finally:
@@ -641,6 +684,31 @@ class JobStore:
             if len(rows) < page:
                 return
             last = rows[-1][0]
+
+    def backlog_times(self) -> tuple[float, ...]:
+        """The session times of the jobs still to do (pending, deferred), earliest first."""
+        with self._lock:
+            return tuple(row[0] for row in self._conn.execute(BACKLOG_TIMES_SQL) if row[0] is not None)
+
+    # -- call-details records ---------------------------------------------------------------
+
+    def put_call_records(self, records: Iterable[tuple[str, str]], *, now: float | None = None) -> None:
+        """Keep ``(session_id, record JSON)`` pairs, replacing older copies."""
+        rows = [(sid, text, _now(now)) for sid, text in records]
+        if not rows:
+            return
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO call_records (session_id, record, fetched_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (session_id) DO UPDATE SET record = excluded.record, fetched_at = excluded.fetched_at",
+                rows,
+            )
+
+    def call_record(self, session_id: str) -> str | None:
+        """The stored call-details record (JSON) of a session, or None."""
+        with self._lock:
+            row = self._conn.execute("SELECT record FROM call_records WHERE session_id = ?", (session_id,)).fetchone()
+        return None if row is None else row[0]
 
     # -- metadata and maintenance -----------------------------------------------------------
 

@@ -24,6 +24,7 @@ from archiver.store import (
     PENDING,
     RECENT_ERRORS_SQL,
     RUNNING,
+    SCHEMA_VERSION,
     STATES,
     JobStore,
 )
@@ -67,7 +68,7 @@ def test_open_creates_state_dir_in_wal_mode(tmp_path: Path) -> None:
     JobStore(path).close()
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
 
 
@@ -442,7 +443,7 @@ def test_whole_queue_queries_use_indexes(store: JobStore, tmp_path: Path) -> Non
     assert "COVERING INDEX jobs_state (state=?)" in plan(OLDEST_PENDING_SQL)
     assert "INDEX jobs_errors" in plan(RECENT_ERRORS_SQL, 10)
     claim_plan = plan(CLAIM_SQL, T0, 4)
-    assert "INDEX jobs_due" in claim_plan and "TEMP B-TREE" not in claim_plan
+    assert "INDEX jobs_deadline" in claim_plan and "TEMP B-TREE" not in claim_plan
     assert "INDEX jobs_due" in plan(NEXT_DUE_SQL)
     conn.close()
 

@@ -7,7 +7,9 @@ it does not serve, and every request then goes through the same gate, in Kore's 
     auth (401) -> injected 429 -> rate limit (429) -> injected 5xx -> handler (412 / 200)
 
 Two limit groups: Contact Center (recordings, delete, voicemail; per account) and Analytics
-(getSessions, getMessagesV2; per bot, a minute and an hour window at once).
+(getSessions, getMessagesV2; per bot, a minute and an hour window at once), and a third for
+Call Details v2 (per account; the vendor does not say whether it shares the Contact Center
+bucket, so the simulator keeps it apart and tests can set either limit).
 
 The Analytics endpoints serve the population of ``analytics.py``:
 
@@ -22,6 +24,13 @@ The Analytics endpoints serve the population of ``analytics.py``:
   repeated in the query), ``skip``/``offset``, ``limit`` (at most 10,000), ``dateFrom``/
   ``dateTo`` (on ``createdOn``), ``channelType`` (default ``rtm``, as Kore's GET: a voice
   transcript needs ``korevg``). Newest first.
+
+Call Details v2 lives outside the bot's path (``CALL_DETAILS_PATHS``, see ``calldetails.py``):
+headers ``accountId`` (must match the path and the tenant) and ``iId`` (the bot id, in place
+of the path's); ``offset`` (pages, at most 10) and ``limit`` (at most 100) in the query;
+``startDate``/``endDate`` (``"yyyy-mm-dd HH:mm:ss"``, at most 7 days apart),
+``timeZoneOffset`` and ``channels`` in the body. Both ends are included unless
+``call_details_end_exclusive`` is set. Oldest first.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import analytics, auth, bodies, sessions
+from . import analytics, auth, bodies, calldetails, sessions
 from .bodies import kore_error
 from .ratelimit import retry_after_header
 from .spec import MediaSpec, SessionRecord, SimConfig
@@ -45,6 +54,10 @@ from .transfer import Ending, send_body
 PREFIXES = ("/api/public", "/api/1.1/public")
 CONTACT_CENTER = "contact_center"
 ANALYTICS = "analytics"
+CALL_DETAILS = "call_details"
+CALL_DETAILS_PATHS = tuple(
+    f"/agentassist/api/public/analytics/account/{{account_id}}/v2/{name}" for name in ("interactionDetails", "calldetails")
+)
 MAX_WINDOW = 7 * 86400.0  # getSessions: an explicit dateFrom..dateTo must be shorter
 MAX_SESSION_IDS = 50  # getSessions' sessionId filter
 MAX_MESSAGES_PAGE = 10_000  # getMessagesV2's largest page
@@ -81,7 +94,9 @@ class Api:
         """Run the common gate, then the endpoint's handler."""
         request[ENDPOINT] = endpoint.name
         state, cfg = self.state, self.state.config
-        refusal = auth.check(cfg, state.jtis, request.match_info["bot_id"], request.headers.get("auth"), endpoint.scope)
+        # Call details name the bot in the iId header instead of the path.
+        bot_id = request.match_info.get("bot_id", request.headers.get("iId", ""))
+        refusal = auth.check(cfg, state.jtis, bot_id, request.headers.get("auth"), endpoint.scope)
         if refusal:
             return kore_error(401, refusal)
         if state.roll("api_429"):
@@ -100,6 +115,8 @@ class Api:
     def _too_many(self, wait: float, group: str) -> web.Response:
         if group == ANALYTICS:
             self.state.stats.analytics_rate_limited += 1
+        elif group == CALL_DETAILS:
+            self.state.stats.call_details_rate_limited += 1
         else:
             self.state.stats.rate_limited += 1
         headers = {"Retry-After": retry_after_header(wait)} if self.state.config.retry_after_header else None
@@ -195,6 +212,42 @@ class Api:
         more = skip + len(page) < len(found)
         return bodies.json_response({"total": len(found), "moreAvailable": more, "messages": page})
 
+    async def call_details(self, request: web.Request) -> web.Response:
+        """Call Details v2: the records of the calls started in a date range, a page at a time."""
+        cfg = self.state.config
+        account = request.match_info["account_id"]
+        if account != cfg.account_id:
+            return kore_error(401, auth.SDK_CREDENTIALS)
+        if request.headers.get("accountId") != account or not request.headers.get("iId"):
+            raise InvalidArguments
+        offset, limit = _integer(request.query.get("offset", "0")), _integer(request.query.get("limit", "10"))
+        if not (0 <= offset <= calldetails.MAX_OFFSET and 1 <= limit <= calldetails.MAX_LIMIT):
+            raise InvalidArguments
+        args = await _json_body(request)
+        zone = args.get("timeZoneOffset", 0)
+        if isinstance(zone, bool) or not isinstance(zone, int) or abs(zone) > 14 * 60:
+            raise InvalidArguments
+        try:
+            start = calldetails.parse_date(args.get("startDate"), zone)
+            end = calldetails.parse_date(args.get("endDate"), zone)
+        except ValueError:
+            raise InvalidArguments from None
+        if not 0 <= end - start <= calldetails.MAX_RANGE:
+            raise InvalidArguments
+        channels = args.get("channels")
+        if channels is not None:
+            if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+                raise InvalidArguments
+            channels = [c.lower() for c in channels]
+        records = [
+            r for r in self.state.call_records(start, end)
+            if calldetails.wanted_channel(r, channels)
+            and (not cfg.call_details_end_exclusive or r["_start"] < end)
+        ]
+        page = records[offset * limit : (offset + 1) * limit]
+        data = [{k: v for k, v in r.items() if k != "_start"} for r in page]
+        return bodies.json_response({"numResults": len(records), "data": data})
+
     # -- helpers -------------------------------------------------------------------------
 
     def _sessions_by_id(self, value: Any) -> list[SessionRecord]:
@@ -249,7 +302,7 @@ class Api:
 
 
 _RECORDINGS, _VOICEMAIL, _DELETE = "SmartAssist Recordings", "SmartAssist Voicemail", "Delete Recordings"
-_SESSIONS, _HISTORY = "Bot Sessions", "Chat History"
+_SESSIONS, _HISTORY, _CALLS = "Bot Sessions", "Chat History", "SmartAssist Analytics"
 ENDPOINTS = (
     Endpoint("v1_recordings", "GET", "/recordings", _RECORDINGS, CONTACT_CENTER, Api.v1_recordings),
     Endpoint("v2_recordings", "GET", "/v2/recordings", _RECORDINGS, CONTACT_CENTER, Api.v2_recordings),
@@ -259,6 +312,7 @@ ENDPOINTS = (
     Endpoint("get_messages", "GET", "/getMessagesV2", _HISTORY, ANALYTICS, Api.get_messages),
     Endpoint("get_messages", "POST", "/getMessagesV2", _HISTORY, ANALYTICS, Api.get_messages),
 )
+CALL_DETAILS_ENDPOINT = Endpoint("call_details", "POST", "", _CALLS, CALL_DETAILS, Api.call_details)
 
 
 def _limit_windows(group: str, cfg: SimConfig) -> tuple[Hashable, list[tuple[int, float]]]:
@@ -271,6 +325,8 @@ def _limit_windows(group: str, cfg: SimConfig) -> tuple[Hashable, list[tuple[int
             (cfg.analytics_per_hour, cfg.analytics_hour_window),
         ]
         return (group, cfg.bot_id), windows
+    if group == CALL_DETAILS:
+        return (group, cfg.account_id), [(cfg.call_details_per_minute, cfg.call_details_window)]
     raise KeyError(group)
 
 
@@ -368,6 +424,8 @@ def build_app(state: SimState) -> web.Application:
     for path, methods in by_path.items():
         for prefix in PREFIXES:
             app.router.add_route("*", f"{prefix}/bot/{{bot_id}}{path}", _dispatcher(handler, methods))
+    for path in CALL_DETAILS_PATHS:
+        app.router.add_route("*", path, _dispatcher(handler, {"POST": CALL_DETAILS_ENDPOINT}))
     return app
 
 

@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_SCOPES = frozenset(
-    {"SmartAssist Recordings", "SmartAssist Voicemail", "Delete Recordings", "Bot Sessions", "Chat History"}
+    {
+        "SmartAssist Recordings", "SmartAssist Voicemail", "Delete Recordings", "Bot Sessions", "Chat History",
+        "SmartAssist Analytics",
+    }
 )
 
 
@@ -91,6 +94,11 @@ class SimConfig:
     analytics_minute_window: float = 60.0
     analytics_per_hour: int = 1800  # 0 disables this window
     analytics_hour_window: float = 3600.0
+    # Call Details v2 (per account): its own rolling window; 0 disables it.
+    account_id: str = "sim-account"
+    call_details_per_minute: int = 60
+    call_details_window: float = 60.0
+    call_details_end_exclusive: bool = False  # endDate excludes its own second (the vendor does not say)
 
 
 @dataclass(frozen=True)
@@ -142,6 +150,7 @@ class SimStats:
     api_calls: Counter[tuple[str, int]] = field(default_factory=Counter)
     rate_limited: int = 0  # 429s of the Contact Center group (recordings, delete, voicemail)
     analytics_rate_limited: int = 0  # 429s of the Analytics group (getSessions, getMessagesV2)
+    call_details_rate_limited: int = 0  # 429s of Call Details v2
     media_bytes_served: Counter[str] = field(default_factory=Counter)
     media_completions: Counter[str] = field(default_factory=Counter)
     media_ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from . import analytics, content, sessions
+from . import analytics, calldetails, content, sessions
 from .auth import JtiStore
 from .ratelimit import RollingLimiter
 from .signing import Signer
@@ -46,6 +46,7 @@ class SimState:
         self._user_of: dict[str, str] = {}
         self._polls: dict[str, int] = {}
         self._sha: dict[tuple[int, int], str] = {}
+        self._call_records: dict[str, dict] = {}
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -109,6 +110,27 @@ class SimState:
     def messages(self, session_id: str) -> list[dict]:
         """The conversation of ``session_id``, oldest first."""
         return analytics.messages(self.config, self.record(session_id))
+
+    def call_records(self, start: float, end: float) -> list[dict]:
+        """Call-details records of the sessions started in [start, end], oldest first, each
+        with its start time under ``_start``: the population's visible sessions and the
+        configured ObjectId sessions."""
+        now = self.now()
+        found = {r.session_id: r for r in self.population(start, end) if r.visible_at <= now}
+        for session_id in self.config.sessions:
+            when = sessions.session_time(session_id).timestamp()
+            if sessions._OBJECT_ID.fullmatch(session_id) and start <= when <= end and session_id not in found:
+                found[session_id] = self.record(session_id)
+        ordered = sorted(found.values(), key=lambda r: (r.start, r.session_id))
+        return [self._call_record(r) for r in ordered]
+
+    def _call_record(self, record: SessionRecord) -> dict:
+        cached = self._call_records.get(record.session_id)
+        if cached is None:
+            spec = self.session(record.session_id)
+            cached = {**calldetails.call_record(self.config, record, spec), "_start": record.start}
+            self._call_records[record.session_id] = cached
+        return cached
 
     # -- media -----------------------------------------------------------------------------
 
