@@ -111,6 +111,13 @@ class SessionArchiver:
         # One Analytics client (one limiter) per process: discovery shares it.
         self.analytics = analytics or AnalyticsClient(client)
 
+    # What proves an archived session's files before the vendor's copy is deleted: None means
+    # re-reading them from disk; an S3 target asks the bucket instead (see s3archive.py).
+    proof = None
+
+    async def settled(self, result: SessionResult) -> None:
+        """The session's outcome is final; a file archive has nothing left to do."""
+
     def directory(self, id_type: str, ext_id: str) -> Path:
         return session_dir(self.config.archive.root, self.config.kore.bot_id, id_type, ext_id)
 

@@ -21,6 +21,11 @@ from .errors import ConfigError
 ENV_PREFIX = "ARCHIVER_"
 CONFIG_ENV = "ARCHIVER_CONFIG"
 CREDENTIAL_NAME = "kore_client_secret"
+S3_CREDENTIAL_NAME = "s3_secret_access_key"
+TARGETS = ("file", "s3")
+# S3's own limits: one PUT carries at most 5 GiB; a multipart part is 5 MiB..5 GiB, 10,000 parts.
+S3_MAX_PUT = 5 * 1024**3
+S3_MIN_PART = 5 * 1024**2
 
 
 class Secret:
@@ -92,6 +97,29 @@ class MediaConfig:
 class ArchiveConfig:
     root: Path = Path("/var/lib/kore-archiver/archive")
     min_free_space: int = 1024**3
+    target: str = "file"
+
+
+@dataclass(frozen=True)
+class S3Config:
+    endpoint_url: str = ""
+    region: str = "us-east-1"
+    bucket: str = ""
+    prefix: str = ""
+    addressing_style: str = "auto"
+    access_key_id: str = ""
+    secret_access_key_file: str = ""
+    secret_access_key: Secret = field(default_factory=lambda: Secret(""), repr=False)  # resolved, never read from TOML
+    storage_class: str = ""
+    server_side_encryption: str = ""
+    sse_kms_key_id: str = ""
+    object_lock_mode: str = ""
+    object_lock_retention: float = 0.0
+    legal_hold: bool = False
+    spool_dir: str = ""
+    keep_local_copy: bool = False
+    multipart_threshold: int = 64 * 1024**2
+    part_size: int = 16 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -175,6 +203,7 @@ class Config:
     kore: KoreConfig = field(default_factory=KoreConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    s3: S3Config = field(default_factory=S3Config)
     http: HttpConfig = field(default_factory=HttpConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
@@ -189,6 +218,7 @@ SECTIONS: dict[str, type] = {
     "kore": KoreConfig,
     "media": MediaConfig,
     "archive": ArchiveConfig,
+    "s3": S3Config,
     "http": HttpConfig,
     "daemon": DaemonConfig,
     "discovery": DiscoveryConfig,
@@ -207,9 +237,12 @@ DURATIONS = {
     "daemon.defer_delay", "daemon.not_ready_timeout", "daemon.session_timeout", "daemon.breaker_probe_initial",
     "daemon.breaker_probe_max", "discovery.interval", "discovery.window",
     "discovery.overlap", "discovery.lookback", "verify.sample_interval",
-    "kore.vendor_retention", "call_details.rate_window", "call_details.lookup_window",
+    "kore.vendor_retention", "call_details.rate_window", "call_details.lookup_window", "s3.object_lock_retention",
 }
-SIZES = {"media.max_file_size", "media.chunk_size", "media.min_rate", "archive.min_free_space", "daemon.inbox_max_file_size"}
+SIZES = {"media.max_file_size", "media.chunk_size", "media.min_rate", "archive.min_free_space", "daemon.inbox_max_file_size",
+         "s3.multipart_threshold", "s3.part_size"}
+# Keys that exist only as resolved values: never read from the file or the environment.
+RESOLVED = {"s3.secret_access_key"}
 
 _DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", re.I)
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -304,6 +337,8 @@ def known_env_vars() -> set[str]:
     names = {CONFIG_ENV}
     for section, cls in SECTIONS.items():
         for f in fields(cls):
+            if f"{section}.{f.name}" in RESOLVED:
+                continue
             names.add(f"{ENV_PREFIX}{section.upper()}_{f.name.upper()}")
     return names
 
@@ -340,6 +375,7 @@ def load_config(
         sections[name] = _build_section(name, cls, raw.get(name, {}), env)
     config = Config(**sections, source=source)
     config = replace(config, kore=replace(config.kore, client_secret=_resolve_secret(config.kore, env)))
+    config = replace(config, s3=replace(config.s3, secret_access_key=_resolve_s3_secret(config, env)))
     validate(config, need_credentials=need_credentials)
     return config
 
@@ -348,10 +384,12 @@ def _build_section(name: str, cls: type, table: dict[str, Any], env: Mapping[str
     known = {f.name: f for f in fields(cls)}
     values: dict[str, Any] = {}
     for key, value in table.items():
-        if key not in known:
+        if key not in known or f"{name}.{key}" in RESOLVED:
             raise ConfigError(f"{name}.{key}", "unknown key")
         values[key] = _coerce(f"{name}.{key}", known[key].type, value, from_env=False)
     for key, f in known.items():
+        if f"{name}.{key}" in RESOLVED:
+            continue
         env_name = f"{ENV_PREFIX}{name.upper()}_{key.upper()}"
         if env_name in env:
             values[key] = _coerce(f"{name}.{key}", f.type, env[env_name], from_env=True)
@@ -379,6 +417,42 @@ def _resolve_secret(kore: KoreConfig, env: Mapping[str, str]) -> Secret:
             raise ConfigError(key, f"the secret file {file_path} is empty")
         return Secret(value)
     return kore.client_secret
+
+
+def _resolve_s3_secret(config: Config, env: Mapping[str, str]) -> Secret:
+    """The S3 secret key: ``s3.secret_access_key_file``, else the systemd credential
+    ``s3_secret_access_key``; only with ``s3.access_key_id`` (without it the standard AWS
+    credential chain applies and no secret is read here)."""
+    s3 = config.s3
+    if config.archive.target != "s3" or not s3.access_key_id:
+        return Secret("")
+    if s3.secret_access_key_file:
+        key, file_path = "s3.secret_access_key_file", s3.secret_access_key_file
+    elif env.get("CREDENTIALS_DIRECTORY") and os.path.exists(os.path.join(env["CREDENTIALS_DIRECTORY"], S3_CREDENTIAL_NAME)):
+        key, file_path = "$CREDENTIALS_DIRECTORY", os.path.join(env["CREDENTIALS_DIRECTORY"], S3_CREDENTIAL_NAME)
+    else:
+        raise ConfigError(
+            "s3.secret_access_key_file",
+            f"s3.access_key_id is set: give the secret key in a file, or as a systemd credential named {S3_CREDENTIAL_NAME}",
+        )
+    try:
+        with open(file_path, encoding="utf-8") as handle:
+            value = handle.read().strip()
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read the secret file {file_path}: {exc.strerror}") from None
+    if not value:
+        raise ConfigError(key, f"the secret file {file_path} is empty")
+    return Secret(value)
+
+
+def spool_root(config: Config) -> Path:
+    """Where sessions are downloaded before upload: ``s3.spool_dir``, else ``<state_dir>/spool``."""
+    return Path(config.s3.spool_dir) if config.s3.spool_dir else config.daemon.state_dir / "spool"
+
+
+def local_root(config: Config) -> Path:
+    """The directory sessions are written to: the archive itself, or the spool of an S3 target."""
+    return spool_root(config) if config.archive.target == "s3" else config.archive.root
 
 
 def is_loopback_host(hostname: str) -> bool:
@@ -478,6 +552,7 @@ def validate(config: Config, *, need_credentials: bool = True) -> None:
     _validate_call_details(config)
     if config.verify.sample_size < 0:
         raise ConfigError("verify.sample_size", "must not be negative")
+    _validate_s3(config)
     obs = config.observability
     if obs.log_format not in {"auto", "json", "text"}:
         raise ConfigError("observability.log_format", "expected 'auto', 'json' or 'text'")
@@ -512,6 +587,48 @@ def _validate_call_details(config: Config) -> None:
             raise ConfigError("call_details.omit_fields", f"not a field name or dotted path: {path!r}")
     if calls.coverage_schedule:
         _validate_window(calls.coverage_schedule, "call_details.coverage_schedule")
+
+
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_PREFIX_RE = re.compile(r"([A-Za-z0-9!_.*'()=+,@-]+/)*")
+
+
+def _validate_s3(config: Config) -> None:
+    if config.archive.target not in TARGETS:
+        raise ConfigError("archive.target", f"expected 'file' or 's3', got {config.archive.target!r}")
+    if config.archive.target != "s3":
+        return
+    s3 = config.s3
+    if not _BUCKET_RE.fullmatch(s3.bucket) or ".." in s3.bucket:
+        raise ConfigError("s3.bucket", f"missing or not a valid bucket name: {s3.bucket!r}")
+    if s3.endpoint_url:
+        parts = urlsplit(s3.endpoint_url)
+        if parts.scheme not in {"https", "http"} or not parts.hostname:
+            raise ConfigError("s3.endpoint_url", f"expected an https:// URL, got {s3.endpoint_url!r}")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ConfigError("s3.endpoint_url", "give only scheme://host[:port][/path], no credentials or query")
+    if not re.fullmatch(r"[a-z]{2}(-[a-z0-9]+)+|[a-z0-9-]{1,40}", s3.region):
+        raise ConfigError("s3.region", f"not a region name: {s3.region!r}")
+    if not _PREFIX_RE.fullmatch(s3.prefix):
+        raise ConfigError("s3.prefix", "expected path segments of safe characters, each ending in '/', e.g. 'kore/'")
+    if s3.addressing_style not in {"auto", "path", "virtual"}:
+        raise ConfigError("s3.addressing_style", "expected 'auto', 'path' or 'virtual'")
+    if s3.storage_class and not re.fullmatch(r"[A-Z_]{2,40}", s3.storage_class):
+        raise ConfigError("s3.storage_class", f"expected a storage class like 'STANDARD_IA', got {s3.storage_class!r}")
+    if s3.server_side_encryption not in {"", "AES256", "aws:kms"}:
+        raise ConfigError("s3.server_side_encryption", "expected '', 'AES256' or 'aws:kms'")
+    if s3.sse_kms_key_id and s3.server_side_encryption != "aws:kms":
+        raise ConfigError("s3.sse_kms_key_id", "needs s3.server_side_encryption = \"aws:kms\"")
+    if s3.object_lock_mode not in {"", "GOVERNANCE", "COMPLIANCE"}:
+        raise ConfigError("s3.object_lock_mode", "expected '', 'GOVERNANCE' or 'COMPLIANCE'")
+    if s3.object_lock_mode and s3.object_lock_retention < 86400:
+        raise ConfigError("s3.object_lock_retention", "with an object_lock_mode, give at least 1d (e.g. \"2190d\")")
+    if s3.object_lock_retention and not s3.object_lock_mode:
+        raise ConfigError("s3.object_lock_retention", "needs s3.object_lock_mode")
+    if not S3_MIN_PART <= s3.part_size <= S3_MAX_PUT:
+        raise ConfigError("s3.part_size", "must be between 5MiB and 5GiB (S3's part limits)")
+    if not 0 < s3.multipart_threshold <= S3_MAX_PUT:
+        raise ConfigError("s3.multipart_threshold", "must be more than 0 and at most 5GiB (S3's single PUT limit)")
 
 
 def _validate_window(expression: str, key: str = "daemon.window") -> None:

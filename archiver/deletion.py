@@ -28,7 +28,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from .archive import now_iso
 from .atomicfile import FILE_MODE, fsync_dir, write_json
@@ -54,6 +54,8 @@ DRY_RUN = "dry_run"  # recorded what would be deleted; nothing was sent
 DELETED = "deleted"  # the API confirmed the deletion
 ERROR = "error"  # the call failed; recorded, the session stays archived
 
+# Proves recording entries kept outside the session directory: why not, or None.
+Proof = Callable[[Path, list[dict[str, Any]]], Awaitable[str | None]]
 # Deletions running when their worker is cancelled finish (and are recorded) on their own.
 _in_flight: set[asyncio.Task[Any]] = set()
 
@@ -82,15 +84,22 @@ def audit_log_path(config: Config) -> Path:
     return Path(config.delete.audit_log) if config.delete.audit_log else config.daemon.state_dir / AUDIT_LOG_NAME
 
 
-async def delete_after_archive(config: Config, client: KoreClient, directory: Path, session_id: str) -> DeletionOutcome:
-    """Delete the vendor's recordings of an archived session when every check passes (see the module doc)."""
+async def delete_after_archive(
+    config: Config, client: KoreClient, directory: Path, session_id: str, *, proof: Proof | None = None
+) -> DeletionOutcome:
+    """Delete the vendor's recordings of an archived session when every check passes (see the module doc).
+
+    ``proof`` replaces re-reading the files from disk (check 4) for an archive kept elsewhere:
+    it is given the recording entries and returns why they are not proven, or None."""
     if not config.delete.enabled:
         return DeletionOutcome(session_id, DISABLED)
     try:
         manifest = await asyncio.to_thread(_read_checked_manifest, directory, session_id)
         if recordings_deleted(manifest):
             return DeletionOutcome(session_id, ALREADY_DELETED, "the manifest records an earlier deletion")
-        files = await asyncio.to_thread(_checked_recordings, directory, manifest)
+        files = await asyncio.to_thread(_checked_recordings, directory, manifest, proof is None)
+        if proof is not None and (problem := await proof(directory, files)) is not None:
+            raise _Refused(problem)
         audit_fd = await asyncio.to_thread(_open_audit_log, audit_log_path(config))
     except _Refused as exc:
         log.warning(
@@ -122,7 +131,7 @@ def _read_checked_manifest(directory: Path, session_id: str) -> dict[str, Any]:
     return manifest
 
 
-def _checked_recordings(directory: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+def _checked_recordings(directory: Path, manifest: dict[str, Any], reread: bool = True) -> list[dict[str, Any]]:
     """The recording audio entries, each re-read to its size and sha256; raises _Refused otherwise."""
     part = (manifest.get("parts") or {}).get(RECORDINGS)
     status = part.get("status") if isinstance(part, dict) else None
@@ -137,7 +146,7 @@ def _checked_recordings(directory: Path, manifest: dict[str, Any]) -> list[dict[
             files.append(entry)
     if not files:
         raise _Refused("the manifest lists no recording audio file")
-    for entry in files:
+    for entry in files if reread else ():
         found = check_file(Path(directory), entry)
         if found is not None:
             raise _Refused(f"{found.path}: {found.kind}: {found.detail}")

@@ -128,6 +128,10 @@ class Service:
         recovered = self.store.recover_running()
         if recovered:
             log.info("took up %d jobs left running by an earlier run", recovered)
+        if config.archive.target == "s3":  # sessions are written to the spool, then published
+            from .s3archive import spool_config
+
+            config = spool_config(config)
         config.archive.root.mkdir(parents=True, exist_ok=True)
         api_http = await stack.enter_async_context(api_session(config))
         media_http = await stack.enter_async_context(media_session(config))
@@ -136,6 +140,12 @@ class Service:
         downloader = MediaDownloader(config, media_http, metrics=self.metrics, breaker=self.breakers.media)
         analytics = AnalyticsClient(client, ledger=self.store)
         archiver = SessionArchiver(config, client, downloader, self.metrics, analytics=analytics)
+        if self.config.archive.target == "s3":
+            from .s3 import Bucket, s3_client
+            from .s3archive import S3SessionArchiver
+
+            bucket = Bucket(self.config, await stack.enter_async_context(s3_client(self.config)))
+            archiver = S3SessionArchiver(self.config, archiver, bucket)
         self.discovery = Discovery(config, client, self.store, analytics=analytics)
         self.pool = WorkerPool(config, self.store, archiver, self.metrics, breakers=self.breakers)
         self._export_pauses(client)

@@ -227,6 +227,7 @@ class WorkerPool:
             if result.outcome == "done":
                 self.stats.bytes += result.bytes
                 await self._delete_from_source(job, result.directory)
+                await self.archiver.settled(result)
         except asyncio.CancelledError:
             outcome = ("release", "cancelled")
             raise
@@ -274,7 +275,9 @@ class WorkerPool:
             return
         from .deletion import delete_after_archive
 
-        outcome = await delete_after_archive(self.config, self.archiver.client, directory, job.ext_id)
+        outcome = await delete_after_archive(
+            self.config, self.archiver.client, directory, job.ext_id, proof=self.archiver.proof
+        )
         self.metrics.deletions.labels(outcome.status).inc()
 
     async def _settle(self, job: Job, outcome: str, reason: str | None) -> None:

@@ -132,6 +132,100 @@ def assert_archived(config: Config, sim: Simulator, session_id: str, *, recordin
     return manifest
 
 
+# -- S3: moto's server on loopback ---------------------------------------------------------------
+
+S3_KEY_ID = "AKIATESTARCHIVER0001"
+S3_SECRET = "s3-secret-key-for-tests-never-logged"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Any:
+    """moto's S3 server, one process on 127.0.0.1 for the whole run; yields its URL."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("moto's S3 server did not start")
+            time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def s3_admin(endpoint: str) -> Any:
+    """A plain boto3 client for the tests' own look at the bucket (same credentials)."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    return boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=S3_KEY_ID,
+        aws_secret_access_key=S3_SECRET,
+        config=BotoConfig(request_checksum_calculation="when_required", response_checksum_validation="when_required"),
+    )
+
+
+_bucket_numbers = iter(range(1, 1_000_000))
+
+
+def new_bucket(endpoint: str, *, lock: bool = False, versioning: bool = False) -> str:
+    """A fresh bucket on the server (its own name per test)."""
+    name = f"arch-{os.getpid()}-{next(_bucket_numbers)}"
+    admin = s3_admin(endpoint)
+    admin.create_bucket(Bucket=name, **({"ObjectLockEnabledForBucket": True} if lock else {}))
+    if versioning and not lock:
+        admin.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
+def s3_settings(tmp_path: Path, endpoint: str, bucket: str, **extra: Any) -> dict[str, Any]:
+    """make_config settings for an S3 target on ``endpoint`` (the secret key in a file)."""
+    secret = tmp_path / "s3-secret"
+    secret.write_text(S3_SECRET + "\n")
+    values = {
+        "archive__target": "s3", "s3__endpoint_url": endpoint, "s3__bucket": bucket, "s3__prefix": "kore/",
+        "s3__addressing_style": "path", "s3__access_key_id": S3_KEY_ID, "s3__secret_access_key_file": str(secret),
+    }
+    values.update(extra)
+    return values
+
+
+def bucket_objects(endpoint: str, bucket: str, prefix: str = "") -> dict[str, dict[str, Any]]:
+    """key -> HEAD answer (checksum mode) of every object in the bucket."""
+    admin = s3_admin(endpoint)
+    found = {}
+    for page in admin.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents") or []:
+            found[item["Key"]] = admin.head_object(Bucket=bucket, Key=item["Key"], ChecksumMode="ENABLED")
+    return found
+
+
+def object_sha256(endpoint: str, bucket: str, key: str) -> str:
+    body = s3_admin(endpoint).get_object(Bucket=bucket, Key=key)["Body"].read()
+    return hashlib.sha256(body).hexdigest()
+
+
 async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
     """Poll ``predicate`` until true, failing after ``timeout`` (never a fixed sleep)."""
     deadline = time.monotonic() + timeout
