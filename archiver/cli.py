@@ -6,7 +6,7 @@
     archiver status   --config FILE [--json] queue counts, oldest pending, recent errors
     archiver enqueue  --config FILE [--force] [--user] ID ...
     archiver retry    --config FILE [--failed] [--deferred] [ID ...]
-    archiver verify   --config FILE [--since DATE] [--session ID] [--requeue] [--json]
+    archiver verify   --config FILE [--since DATE] [--session ID] [--requeue] [--json] [--deep]
     archiver backfill --config FILE --from DATE --to DATE   queue the sessions of a past range
     archiver find     --config FILE [filters] [--json|--csv]  search the catalog of archived sessions
     archiver export   --config FILE (--session ID... | filters) (--to DIR | --zip FILE)
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
-from .config import CONFIG_ENV, Config, load_config
+from .config import CONFIG_ENV, Config, load_config, spool_root
 from .errors import ArchiverError, ConfigError, UnsafeInputError
 from .ids import SESSION, USER, id_problem
 
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--session", help="only this session id")
     verify.add_argument("--requeue", action="store_true", help="put damaged sessions back in the queue")
     verify.add_argument("--json", action="store_true", help="machine-readable output")
+    verify.add_argument("--deep", action="store_true", help="S3 target: read every object back and hash it")
     backfill = with_config(sub.add_parser("backfill", help="discover and queue the sessions of a past date range"))
     backfill.add_argument("--from", dest="date_from", type=_date_arg, required=True, help="start (YYYY-MM-DD, UTC)")
     backfill.add_argument("--to", dest="date_to", type=_date_arg, required=True, help="end (YYYY-MM-DD, UTC; inclusive)")
@@ -155,7 +156,8 @@ def _config(args: argparse.Namespace, *, need_credentials: bool = True) -> Confi
 
 
 def _secrets(config: Config) -> tuple[str, ...]:
-    return (config.kore.client_secret.reveal(),) if config.kore.client_secret else ()
+    values = (config.kore.client_secret.reveal(), config.s3.secret_access_key.reveal())
+    return tuple(value for value in values if value)
 
 
 # -- run / once ---------------------------------------------------------------------------------
@@ -367,8 +369,13 @@ async def run_check(config: Config, out: Any = None) -> int:
         print(f"{'ok  ' if good else 'FAIL'} {text}", file=out)
 
     line(True, f"configuration {config.source} is valid")
-    for label, path in (("archive", config.archive.root), ("inbox", config.daemon.inbox_dir), ("state", config.daemon.state_dir)):
-        line(*_check_dir(label, path, config.archive.min_free_space if label == "archive" else 0))
+    archive = ("spool", spool_root(config)) if config.archive.target == "s3" else ("archive", config.archive.root)
+    for label, path in (archive, ("inbox", config.daemon.inbox_dir), ("state", config.daemon.state_dir)):
+        line(*_check_dir(label, path, config.archive.min_free_space if label == archive[0] else 0))
+    if config.archive.target == "s3":
+        from .s3check import check_bucket
+
+        await check_bucket(config, line, out)
     try:
         # The API budget is shared with a daemon running on the same state directory.
         store = JobStore.open_in(config.daemon.state_dir)
@@ -415,7 +422,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     config = _config(args, need_credentials=False)
     return asyncio.run(
-        run_verify(config, since=args.since, session_id=args.session, requeue=args.requeue, as_json=args.json, out=sys.stdout)
+        run_verify(
+            config, since=args.since, session_id=args.session, requeue=args.requeue, as_json=args.json,
+            deep=args.deep, out=sys.stdout,
+        )
     )
 
 

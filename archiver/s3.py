@@ -23,9 +23,8 @@ import contextlib
 import hashlib
 import logging
 import mimetypes
-import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
@@ -70,6 +69,7 @@ class ObjectInfo:
     retain_until: datetime | None
     legal_hold: str | None
     version_id: str | None
+    parts: int = 0  # known only when asked for (some servers mark composite checksums no other way)
 
     def sha256_problem(self, expected_hex: str) -> str | None:
         """Why this object's stored checksum does not prove ``expected_hex``, or None."""
@@ -77,11 +77,15 @@ class ObjectInfo:
             return "the server stores no sha256 checksum for it"
         if self.checksum_sha256 == b64(expected_hex):
             return None
-        composite = "-" in self.checksum_sha256 or self.checksum_type == "COMPOSITE"
-        if composite and self.meta_sha256 == expected_hex:
+        if self.composite and self.meta_sha256 == expected_hex:
             return None  # a multipart object: its parts' checksums, and the whole file's sha256 in metadata
-        found = self.meta_sha256 if composite else b64_to_hex(self.checksum_sha256)
+        found = self.meta_sha256 if self.composite else b64_to_hex(self.checksum_sha256)
         return f"sha256 {found or 'unknown'}, manifest {expected_hex}"
+
+    @property
+    def composite(self) -> bool:
+        """The stored checksum is a multipart object's checksum of its parts' checksums."""
+        return "-" in (self.checksum_sha256 or "") or self.checksum_type == "COMPOSITE" or self.parts > 1
 
 
 def b64(hex_digest: str) -> str:
@@ -219,6 +223,20 @@ class Bucket:
             version_id=answer.get("VersionId"),
         )
 
+    async def content_problem(self, info: ObjectInfo, size: int, sha256: str) -> str | None:
+        """Why the object does not hold the manifest's size and sha256, from what the server stores."""
+        if info.size != size:
+            return f"{info.size} bytes, manifest {size}"
+        problem = info.sha256_problem(sha256)
+        if problem is not None and not info.composite and info.meta_sha256 == sha256:
+            # A server that marks a multipart object's checksum neither with "-N" nor a
+            # type: its part count says whether the checksum is a composite.
+            with translated(f"HEAD {info.key}"):
+                answer = await self.client.head_object(Bucket=self.name, Key=info.key, PartNumber=1, ChecksumMode="ENABLED")
+            parts = int(answer.get("PartsCount") or 0)
+            problem = replace(info, parts=parts).sha256_problem(sha256)
+        return problem
+
     async def read_json(self, key: str, limit: int = 64 * 1024**2) -> bytes | None:
         """A small object's bytes (a manifest), or None when there is none."""
         from botocore.exceptions import ClientError
@@ -285,7 +303,7 @@ class Bucket:
         ``"uploaded"`` or ``"present"``; raises ObjectConflict when the key holds other bytes."""
         existing = await self.head(key)
         if existing is not None:
-            self._same_or_conflict(existing, size, sha256)
+            await self._same_or_conflict(existing, size, sha256)
             return "present"
         retain_until = self.retain_until()
         content_type = "application/json" if key.endswith(".json") else (
@@ -301,13 +319,13 @@ class Bucket:
             existing = await self.head(key)
             if existing is None:
                 raise TransientError(f"{key}: refused as existing, but not found") from None
-            self._same_or_conflict(existing, size, sha256)
+            await self._same_or_conflict(existing, size, sha256)
             return "present"
         await self.prove(key, size, sha256, retain_until=retain_until)
         return "uploaded"
 
-    def _same_or_conflict(self, existing: ObjectInfo, size: int, sha256: str) -> None:
-        problem = _content_problem(existing, size, sha256)
+    async def _same_or_conflict(self, existing: ObjectInfo, size: int, sha256: str) -> None:
+        problem = await self.content_problem(existing, size, sha256)
         if problem is not None:
             raise ObjectConflict(f"{existing.key} already exists with other content ({problem}); it is not replaced")
 
@@ -405,7 +423,7 @@ class Bucket:
         info = await self.head(key)
         if info is None:
             raise TransientError(f"{key}: uploaded, but HEAD does not find it")
-        problem = _content_problem(info, size, sha256)
+        problem = await self.content_problem(info, size, sha256)
         if problem is not None:
             raise ObjectProblem(f"{key}: {problem}")
         if self.s3.object_lock_mode and not _locked_as_asked(info, self.s3.object_lock_mode, retain_until):
@@ -432,12 +450,6 @@ class Bucket:
 
 class _AlreadyThere(Exception):
     """The conditional write found an object under the key."""
-
-
-def _content_problem(info: ObjectInfo, size: int, sha256: str) -> str | None:
-    if info.size != size:
-        return f"{info.size} bytes, manifest {size}"
-    return info.sha256_problem(sha256)
 
 
 def _locked_as_asked(info: ObjectInfo, mode: str, retain_until: datetime | None) -> bool:

@@ -29,7 +29,7 @@ from .archive import SessionArchiver, SessionResult
 from .config import Config, spool_root
 from .errors import PermanentError
 from .layout import MANIFEST
-from .s3 import Bucket, ObjectProblem, _content_problem, file_sha256
+from .s3 import Bucket, ObjectProblem, file_sha256
 from .verify import entry_problem
 
 log = logging.getLogger("archiver.s3archive")
@@ -105,7 +105,7 @@ class S3SessionArchiver:
             info = await self.bucket.head(self.bucket.key(f"{rel}/{entry['path']}"))
             if info is None:
                 return f"{entry['path']}: not in the bucket"
-            problem = _content_problem(info, entry["size"], entry["sha256"])
+            problem = await self.bucket.content_problem(info, entry["size"], entry["sha256"])
             if problem is not None:
                 return f"{entry['path']}: in the bucket: {problem}"
         return None

@@ -528,7 +528,12 @@ async def _note_deletions_from_audit_log(config: Config, report: VerifyReport) -
 
 async def verify_sample(config: Config, size: int) -> VerifyReport:
     """Verify ``size`` archived sessions picked at random (the daemon's scheduled check); logs the outcome."""
-    report = await verify_archive(config, sample=max(size, 0))
+    if config.archive.target == "s3":
+        from .s3verify import verify_bucket
+
+        report: VerifyReport = await verify_bucket(config, sample=max(size, 0))
+    else:
+        report = await verify_archive(config, sample=max(size, 0))
     if report.root_missing:  # nothing archived yet: nothing to sample
         report.root_missing = False
     if report.ok:
@@ -579,9 +584,18 @@ async def run_verify(
     session_id: str | None = None,
     requeue: bool = False,
     as_json: bool = False,
+    deep: bool = False,
     out: TextIO,
 ) -> int:
-    """``archiver verify``: check, optionally requeue the damage, print the report; 0 when all is intact, else 1."""
+    """``archiver verify``: check, optionally requeue the damage, print the report; 0 when all is intact, else 1.
+
+    On an S3 target the bucket is verified instead (``deep`` reads the objects back)."""
+    if config.archive.target == "s3":
+        from .s3verify import run_verify_bucket
+
+        return await run_verify_bucket(
+            config, since=since, session_id=session_id, requeue=requeue, deep=deep, as_json=as_json, out=out
+        )
     report = await verify_archive(config, since=since, session_id=session_id)
     if requeue and report.damaged:
         await asyncio.to_thread(_requeue_in_store, config, report)

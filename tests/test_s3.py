@@ -46,7 +46,9 @@ def assert_in_bucket(config, sim, endpoint, bucket, sid, *, voicemail: bool = Tr
     for entry in manifest["files"]:
         head = objects[prefix + entry["path"]]
         assert head["ContentLength"] == entry["size"]
-        assert head["ChecksumSHA256"] == base64.b64encode(bytes.fromhex(entry["sha256"])).decode()
+        if head["ChecksumSHA256"] != base64.b64encode(bytes.fromhex(entry["sha256"])).decode():
+            # A multipart object: its checksum is over its parts' checksums.
+            assert admin.head_object(Bucket=bucket, Key=prefix + entry["path"], PartNumber=1)["PartsCount"] > 1
         assert head["Metadata"]["sha256"] == entry["sha256"]
         assert object_sha256(endpoint, bucket, prefix + entry["path"]) == entry["sha256"]
     spec = sim.session(sid)
@@ -83,3 +85,140 @@ async def test_daemon_archives_v2_voicemail_transcripts_and_v1_to_the_bucket(tmp
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.name != "s3-secret":
             assert S3_SECRET.encode() not in path.read_bytes(), path
+
+
+def versions(endpoint, bucket, prefix="") -> dict[str, int]:
+    """key -> number of versions written (a versioned bucket keeps every PUT)."""
+    found: dict[str, int] = {}
+    for page in s3_admin(endpoint).get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Versions") or []:
+            found[item["Key"]] = found.get(item["Key"], 0) + 1
+    return found
+
+
+async def test_crash_after_upload_before_bookkeeping_uploads_nothing_twice(tmp_path, simulator, moto_endpoint):
+    from archiver.s3 import Bucket, s3_client
+    from archiver.s3archive import S3SessionArchiver, spool_config
+
+    from .conftest import archiver_for
+
+    sim = await simulator(voicemail_rate=1.0)
+    bucket = new_bucket(moto_endpoint, versioning=True)
+    config = make_config(tmp_path, sim, **s3_settings(tmp_path, moto_endpoint, bucket))
+    # Session 0 was published completely, session 1 only in part (its audio), and then the
+    # process died: neither was marked done in the job store.
+    async with archiver_for(spool_config(config)) as inner, s3_client(config) as client:
+        target = S3SessionArchiver(config, inner, Bucket(config, client))
+        await target.archive("session", IDS[0])
+        await inner.archive("session", IDS[1])
+        directory = inner.directory("session", IDS[1])
+        manifest = json.loads((directory / "manifest.json").read_text())
+        audio = next(f for f in manifest["files"] if f["kind"] == "audio")
+        await target.bucket.put_file(
+            directory / audio["path"], target.bucket.key(f"{target.relative(directory)}/{audio['path']}"),
+            audio["size"], audio["sha256"],
+        )
+    before = versions(moto_endpoint, bucket)
+    media_before = sum(sim.stats.media_bytes_served.values())
+    enqueue(config, IDS[:3])
+    stats = await Service(config, burst=True).run()
+    assert stats.done == 3 and stats.failed == 0
+    after = versions(moto_endpoint, bucket)
+    assert set(after.values()) == {1}  # nothing written twice
+    assert all(after[key] == 1 for key in before)
+    for sid in IDS[:3]:
+        assert_in_bucket(config, sim, moto_endpoint, bucket, sid)
+    # The published session was not downloaded again; the half-published one was taken from the spool.
+    assert sum(sim.stats.media_bytes_served.values()) - media_before == sum(
+        m.size for m in sim.session(IDS[2]).recordings + sim.session(IDS[2]).voicemails
+    )
+    assert counts(config)["done"] == 3
+
+
+async def test_sigkill_during_uploads_then_restart_loses_nothing_and_writes_nothing_twice(
+    tmp_path, simulator, moto_endpoint
+):
+    from .test_service import spawn
+
+    sim = await simulator(voicemail_rate=0.0, min_size=600_000, max_size=900_000)
+    bucket = new_bucket(moto_endpoint, versioning=True)
+    config = make_config(tmp_path, sim, daemon__concurrency=2, **s3_settings(tmp_path, moto_endpoint, bucket))
+    ids = [f"6914a3c0aa01bb02cc04{n:04x}" for n in range(8)]
+    enqueue(config, ids)
+    sim.faults.slow_body = 0.5
+    sim.faults.slow_body_delay = 0.005
+    proc = await spawn(tmp_path / "archiver.toml", "run")
+
+    def first_manifest() -> bool:
+        return any(k.endswith("manifest.json") for k in versions(moto_endpoint, bucket))
+
+    from .conftest import wait_for
+
+    await wait_for(first_manifest, timeout=60, what="a session published")
+    proc.kill()
+    await proc.wait()
+    assert counts(config)["done"] < len(ids)  # it died with work left
+    sim.faults.slow_body = 0.0
+    proc = await spawn(tmp_path / "archiver.toml", "once")
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert set(versions(moto_endpoint, bucket).values()) == {1}
+    for sid in ids:
+        assert_in_bucket(config, sim, moto_endpoint, bucket, sid, voicemail=False)
+    assert counts(config)["done"] == len(ids)
+
+
+async def test_an_existing_object_with_other_bytes_is_refused_and_reported(tmp_path, simulator, moto_endpoint):
+    from archiver.layout import safe_filename
+
+    sim = await simulator(voicemail_rate=0.0)
+    bucket = new_bucket(moto_endpoint)
+    config = make_config(tmp_path, sim, **s3_settings(tmp_path, moto_endpoint, bucket))
+    name = safe_filename(sim.session(IDS[0]).recordings[0].file_name, "recording-1.wav", set())
+    key = session_prefix(config, IDS[0]) + "recordings/" + name
+    s3_admin(moto_endpoint).put_object(Bucket=bucket, Key=key, Body=b"someone else's bytes")
+    enqueue(config, IDS[:2])
+    stats = await Service(config, burst=True).run()
+    assert stats.done == 1 and stats.failed == 1
+    assert stats.failures[0][0] == IDS[0] and "already exists with other content" in stats.failures[0][1]
+    assert object_sha256(moto_endpoint, bucket, key) == hashlib.sha256(b"someone else's bytes").hexdigest()
+    objects = bucket_objects(moto_endpoint, bucket, session_prefix(config, IDS[0]))
+    assert session_prefix(config, IDS[0]) + "manifest.json" not in objects  # the session is not complete
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        failed = store.status(recent=10).recent_errors
+    assert any(e[0] == IDS[0] and "not replaced" in (e[2] or "") for e in failed)
+    spooled = session_dir(config.daemon.state_dir / "spool", config.kore.bot_id, "session", IDS[0])
+    assert (spooled / "manifest.json").exists()  # kept for the operator
+    assert_in_bucket(config, sim, moto_endpoint, bucket, IDS[1], voicemail=False)
+
+
+async def test_object_lock_on_every_object_and_a_locked_object_cannot_be_deleted(tmp_path, simulator, moto_endpoint):
+    sim = await simulator(voicemail_rate=1.0, min_size=2_000, max_size=6_500_000)
+    bucket = new_bucket(moto_endpoint, lock=True)
+    config = make_config(
+        tmp_path, sim, **s3_settings(
+            tmp_path, moto_endpoint, bucket, s3__object_lock_mode="GOVERNANCE", s3__object_lock_retention="30d",
+            s3__legal_hold=True, s3__multipart_threshold="5MiB", s3__part_size="5MiB",
+        ),
+    )
+    enqueue(config, IDS[:3])
+    started = datetime.now(timezone.utc)
+    stats = await Service(config, burst=True).run()
+    assert stats.done == 3 and stats.failed == 0
+    objects = bucket_objects(moto_endpoint, bucket)
+    assert len(objects) > 9
+    sizes = [head["ContentLength"] for head in objects.values()]
+    assert max(sizes) > 5 * 1024**2  # a multipart object among them
+    for key, head in objects.items():
+        assert head["ObjectLockMode"] == "GOVERNANCE", key
+        days = (head["ObjectLockRetainUntilDate"] - started).total_seconds() / 86400
+        assert 29.9 < days < 30.1, key
+        assert head["ObjectLockLegalHoldStatus"] == "ON", key
+    for sid in IDS[:3]:
+        assert_in_bucket(config, sim, moto_endpoint, bucket, sid)
+    key, head = next(iter(objects.items()))
+    admin = s3_admin(moto_endpoint)
+    with pytest.raises(Exception) as refused:
+        admin.delete_object(Bucket=bucket, Key=key, VersionId=head["VersionId"])
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    assert admin.head_object(Bucket=bucket, Key=key, VersionId=head["VersionId"])["ContentLength"] == head["ContentLength"]
