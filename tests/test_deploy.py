@@ -695,3 +695,97 @@ def test_every_environment_variable_is_known() -> None:
     for path in files:
         for name in sorted(set(ENV_VAR_RE.findall(path.read_text()))):
             assert name in known, f"{path.relative_to(REPO)}: unknown variable {name}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Several accounts: the systemd template, the Compose example, the Kubernetes overlay
+
+TEMPLATE = SYSTEMD / "archiver@.service"
+COMPOSE_ACCOUNTS = CONTAINER / "compose.accounts.yaml"
+ACCOUNT_OVERLAY = DEPLOY / "kubernetes-accounts" / "acme"
+
+
+def test_template_exposure_is_low(runnable_units: Path) -> None:
+    tool = require_tool("systemd-analyze")
+    (runnable_units / "archiver@acme.service").write_text((runnable_units / TEMPLATE.name).read_text())
+    result = run([tool, "security", "--offline=true", "--no-pager", str(runnable_units / "archiver@acme.service")])
+    match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout + result.stderr)
+    assert match and float(match.group(1)) <= MAX_EXPOSURE, result.stdout + result.stderr
+
+
+def test_template_instances_keep_apart_and_share_the_sandbox() -> None:
+    """Each instance reads its own config and credentials and writes only below its own state
+    directory; the sandbox is archiver.service's."""
+    own = {"StateDirectory", "LoadCredential"}
+    template = [(k, v) for k, v in sandbox(TEMPLATE) if k not in own]
+    daemon = [(k, v) for k, v in sandbox(SYSTEMD / "archiver.service") if k not in own]
+    assert template == daemon
+    assert unit_value(TEMPLATE, "ExecStart").split() == [UNIT_ARCHIVER, "run", "--config", "/etc/kore-archiver/%i.toml"]
+    state = PurePosixPath("/var/lib") / unit_value(TEMPLATE, "StateDirectory")
+    assert "%i" in state.parts
+    paths = dict(value.split("=", 1) for value in unit_values(TEMPLATE, "Environment"))
+    for name in ("ARCHIVER_DAEMON_STATE_DIR", "ARCHIVER_DAEMON_INBOX_DIR", "ARCHIVER_ARCHIVE_ROOT", "ARCHIVER_S3_SPOOL_DIR"):
+        assert PurePosixPath(paths[name]).is_relative_to(state), name
+    assert len(set(paths.values())) == len(paths)
+    credentials = dict(value.split(":", 1) for value in unit_values(TEMPLATE, "LoadCredential"))
+    from archiver.config import CREDENTIAL_NAME, S3_CREDENTIAL_NAME
+
+    assert set(credentials) == {CREDENTIAL_NAME, S3_CREDENTIAL_NAME}
+    assert all("%i" in source for source in credentials.values())
+
+
+def test_template_instance_loads_its_s3_secret_from_the_credential(tmp_path: Path) -> None:
+    from archiver.config import S3_CREDENTIAL_NAME, load_config
+
+    (tmp_path / "kore_client_secret").write_text("not-a-real-secret\n")
+    (tmp_path / S3_CREDENTIAL_NAME).write_text("not-a-real-s3-secret\n")
+    config = load_config(ACCOUNT_OVERLAY / "archiver.toml", env={"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert config.archive.target == "s3" and config.s3.secret_access_key.reveal() == "not-a-real-s3-secret"
+    assert "not-a-real-s3-secret" not in repr(config)
+
+
+def test_compose_accounts_are_separate_daemons_on_s3(tmp_path: Path) -> None:
+    (compose,) = load_yaml(COMPOSE_ACCOUNTS)
+    services = compose["services"]
+    assert len(services) >= 2
+    volumes, ports, configs = [], [], []
+    for name, service in services.items():
+        assert list(service["command"]) == ["run"] and "entrypoint" not in service
+        assert seconds(service["stop_grace_period"]) > seconds(example_config()["daemon"]["grace_period"])
+        assert service["environment"]["ARCHIVER_ARCHIVE_TARGET"] == "s3"
+        secret_file = service["environment"]["ARCHIVER_S3_SECRET_ACCESS_KEY_FILE"]
+        targets = {(s if isinstance(s, str) else s.get("target", s["source"])) for s in service["secrets"]}
+        assert PurePosixPath(secret_file).name in targets and "kore_client_secret" in targets
+        mounts = dict(reversed(v.split(":")[:2]) for v in service["volumes"])
+        assert {"/data/state", "/data/inbox", "/etc/kore-archiver/archiver.toml"} <= set(mounts), name
+        volumes += [mounts["/data/state"], mounts["/data/inbox"]]
+        configs.append(mounts["/etc/kore-archiver/archiver.toml"])
+        ports += [p.rsplit(":", 1)[0] for p in service["ports"]]
+        assert all(p.startswith("127.0.0.1:") for p in service["ports"])
+    assert len(set(volumes)) == len(volumes) and len(set(configs)) == len(configs) and len(set(ports)) == len(ports)
+    prefixes = [s["environment"]["ARCHIVER_S3_PREFIX"] for s in services.values()]
+    assert len(set(prefixes)) == len(prefixes)
+    assert set(compose["volumes"]) == set(volumes)
+
+
+def test_kubernetes_account_overlay_builds_on_the_base() -> None:
+    (kustomization,) = load_yaml(ACCOUNT_OVERLAY / "kustomization.yaml")
+    for resource in kustomization["resources"]:
+        assert (ACCOUNT_OVERLAY / resource / "kustomization.yaml").exists()
+    assert kustomization["nameSuffix"]
+    for patch in kustomization["patches"]:
+        (doc,) = load_yaml(ACCOUNT_OVERLAY / patch["path"])
+        assert (doc["kind"], doc["metadata"]["name"]) == ("CronJob", "kore-archiver")
+        container = archiver_container(doc["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+        env = {e["name"]: e["value"] for e in container["env"]}
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert any(PurePosixPath(env["ARCHIVER_S3_SECRET_ACCESS_KEY_FILE"]).parent == PurePosixPath(m) for m in mounts)
+    for generator in kustomization["configMapGenerator"]:
+        assert generator["name"] == "kore-archiver-config" and generator["behavior"] == "replace"
+        for name in generator["files"]:
+            assert (ACCOUNT_OVERLAY / name).exists()
+    kubectl = shutil.which("kubectl")
+    if kubectl:  # where kubectl is installed, render the overlay as kubectl apply -k would
+        result = run([kubectl, "kustomize", str(ACCOUNT_OVERLAY)])
+        assert result.returncode == 0, result.stderr
+        assert "kore-archiver-acme" in result.stdout and "ARCHIVER_S3_SECRET_ACCESS_KEY_FILE" in result.stdout

@@ -169,12 +169,12 @@ async def test_sigkill_during_uploads_then_restart_loses_nothing_and_writes_noth
 
 
 async def test_an_existing_object_with_other_bytes_is_refused_and_reported(tmp_path, simulator, moto_endpoint):
-    from archiver.layout import safe_filename
+    from archiver.layout import TakenNames, safe_filename
 
     sim = await simulator(voicemail_rate=0.0)
     bucket = new_bucket(moto_endpoint)
     config = make_config(tmp_path, sim, **s3_settings(tmp_path, moto_endpoint, bucket))
-    name = safe_filename(sim.session(IDS[0]).recordings[0].file_name, "recording-1.wav", set())
+    name = safe_filename(sim.session(IDS[0]).recordings[0].file_name, "recording-1.wav", TakenNames())
     key = session_prefix(config, IDS[0]) + "recordings/" + name
     s3_admin(moto_endpoint).put_object(Bucket=bucket, Key=key, Body=b"someone else's bytes")
     enqueue(config, IDS[:2])
