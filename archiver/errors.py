@@ -12,6 +12,7 @@ media) with ``raise Mapped(...) from exc``.
     │   └── VendorDown         a host's circuit breaker is open: the job waits, no attempt spent
     ├── NotReadyError          the vendor has no media *yet* (call/media in progress)
     ├── MediaRefusedError      a signed media URL was refused or has expired: ask for a new one
+    ├── Stopping               the service is stopping: work only waiting gives its job back
     └── PermanentError         retrying cannot help; the session is reported as failed
         ├── AuthError          401 after a fresh token; carries Kore's errors[].msg
         ├── ProtocolError      the server broke the protocol (bad JSON, sizes, Content-Range)
@@ -73,6 +74,10 @@ class NotReadyError(ArchiverError):
 
 class MediaRefusedError(ArchiverError):
     """A signed media URL was refused (403/410) or has expired; a fresh URL is needed."""
+
+
+class Stopping(ArchiverError):
+    """The service is stopping; raised to a worker that was only waiting (for API budget)."""
 
 
 class PermanentError(ArchiverError):

@@ -18,6 +18,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from .errors import Stopping
+
 if TYPE_CHECKING:
     from .store import JobStore
 
@@ -50,6 +52,25 @@ class RateLimiter:
         self._sent: list[Slot] = []
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
+        # Set by the service when it stops: a worker that is only waiting for budget gives its
+        # job back at once instead of holding the shutdown for the grace period.
+        self.stopping: asyncio.Event | None = None
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait for budget, or raise :class:`Stopping` as soon as the service stops."""
+        if self.stopping is None:
+            await asyncio.sleep(seconds)
+            return
+        if not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), seconds)
+            except asyncio.TimeoutError:
+                return
+        raise Stopping("stopping: the request was waiting for API budget")
+
+    def _check_stopping(self) -> None:
+        if self.stopping is not None and self.stopping.is_set():
+            raise Stopping("stopping: the request was waiting for API budget")
 
     def delay(self) -> float:
         """Seconds until a request may be sent (0 when it may go now)."""
@@ -67,8 +88,9 @@ class RateLimiter:
     async def acquire(self) -> Slot:
         """Wait for room and take a slot; pass it to :meth:`settle` when the answer arrives."""
         async with self._lock:
+            self._check_stopping()
             while (wait := self.delay()) > 0:
-                await asyncio.sleep(wait)
+                await self._sleep(wait)
             slot: Slot = [self._clock()]
             self._take(slot)
             return slot
@@ -120,8 +142,9 @@ class MultiWindowLimiter(RateLimiter):
     async def acquire(self) -> Slot:
         """Wait until every window has room, and take one slot counted in each."""
         async with self._lock:
+            self._check_stopping()
             while (wait := self.delay()) > 0:
-                await asyncio.sleep(wait)
+                await self._sleep(wait)
             slot: Slot = [self._clock()]
             for limiter in (self, *self._longer):
                 limiter._take(slot)
@@ -156,6 +179,7 @@ class SharedRateLimiter(RateLimiter):
     async def acquire(self) -> Slot:
         """Wait until the shared window has room and take a slot in it: ``[time, row id]``."""
         async with self._lock:
+            self._check_stopping()
             while True:
                 now = self._clock()
                 wait = max(0.0, self._paused_until - now)
@@ -165,7 +189,7 @@ class SharedRateLimiter(RateLimiter):
                     )
                     if row is not None:
                         return [now, row]
-                await asyncio.sleep(wait)
+                await self._sleep(wait)
 
     def settle(self, slot: Slot) -> None:
         """Stamp the slot again at the answer (in a thread; nothing waits for it)."""

@@ -2,9 +2,11 @@
 
 One :class:`Service` runs the daemon (``archiver run``) or, in burst mode, one drain of the
 queue (``archiver once``). APScheduler only enqueues and wakes (inbox scan, sweep of due
-jobs, status); the worker pool does the work. Stopping is an event: intake stops, in-flight
-sessions get ``daemon.grace_period`` to finish, then they are cancelled and their jobs go
-back to pending. A lock file keeps two archivers off one state directory.
+jobs, status); the worker pool does the work. Stopping is an event: intake stops, workers
+only waiting for API budget give their jobs back at once, in-flight sessions get
+``daemon.grace_period`` to finish, then they are cancelled and their jobs go back to
+pending; ``CANCEL_DEADLINE`` bounds the wait after the cancel. The last log line says the
+archiver stopped. SIGHUP is logged and ignored (the configuration is read at start only). A lock file keeps two archivers off one state directory.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ from .worker import PoolStats, WorkerPool
 
 log = logging.getLogger("archiver.service")
 STATES = ("pending", "running", "deferred", "done", "failed")
+# After the grace period the in-flight sessions are cancelled; whatever has not ended this
+# long after the cancel (a thread stuck in a system call, say) is left behind: stopping is
+# bounded by daemon.grace_period plus this.
+CANCEL_DEADLINE = 10.0
 # FileOutcome.disposition -> the outcome label of archiver_inbox_files_total.
 INBOX_OUTCOME_LABELS = {"processed": "processed", "rejected": "rejected", "moved_aside": "quarantined"}
 
@@ -96,6 +102,7 @@ class Service:
         self.scheduler: AsyncIOScheduler | None = None
         self.discovery: Discovery | None = None
         self.breakers: Breakers | None = None
+        self.forced = False  # stopped without waiting for every task (see CANCEL_DEADLINE)
         self._last_tick = 0.0
         self._started = 0.0
 
@@ -119,6 +126,12 @@ class Service:
                 return self.pool.stats
         finally:
             lock.release()
+            log.info("archiver stopped%s", " (work left behind after the cancel deadline)" if self.forced else "")
+            if self.forced and self.handle_signals:
+                # A thread that never returns would hold the interpreter's exit for ever
+                # (asyncio.run waits for tasks and the executor's threads): leave now.
+                logging.shutdown()
+                os._exit(1)
 
     async def _start(self, stack: AsyncExitStack) -> None:
         config = self.config
@@ -148,6 +161,8 @@ class Service:
             archiver = S3SessionArchiver(self.config, archiver, bucket)
         self.discovery = Discovery(config, client, self.store, analytics=analytics)
         self.pool = WorkerPool(config, self.store, archiver, self.metrics, breakers=self.breakers)
+        for limiter in (client.limiter, analytics.limiter):
+            limiter.stopping = self.stopping
         self._export_pauses(client)
         self.inbox = Inbox(
             InboxSettings(
@@ -209,6 +224,13 @@ class Service:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)
             stack.callback(loop.remove_signal_handler, signum)
+        # The configuration is read once, at start; SIGHUP (a "reload" by habit) changes
+        # nothing and must not kill the daemon, which is its default action.
+        loop.add_signal_handler(signal.SIGHUP, self._hangup)
+        stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+
+    def _hangup(self) -> None:
+        log.warning("SIGHUP ignored: the configuration is read only at start; restart the service to apply a change")
 
     async def _shutdown(self, pool_task: asyncio.Task[None]) -> None:
         """Stop intake, give in-flight sessions the grace period, then cancel them."""
@@ -220,9 +242,13 @@ class Service:
             done, _ = await asyncio.wait({pool_task}, timeout=self.config.daemon.grace_period)
             if not done:
                 log.warning("grace period over: cancelling in-flight sessions (they stay queued)")
-                assert self.pool is not None
-                await self.pool.cancel()
-                pool_task.cancel()
+                pool_task.cancel()  # the pool cancels its workers, which give their jobs back
+                done, _ = await asyncio.wait({pool_task}, timeout=CANCEL_DEADLINE)
+                if not done:
+                    log.error("in-flight sessions did not end within %.0fs of the cancel; stopping without them",
+                              CANCEL_DEADLINE)
+                    self.forced = True
+                    return
         try:
             await pool_task
         except asyncio.CancelledError:

@@ -23,7 +23,15 @@ from typing import Callable
 from .archive import SessionArchiver, SessionResult
 from .config import Config
 from .breaker import Breakers
-from .errors import ArchiverError, DiskFullError, NotReadyError, PermanentError, TransientError, VendorDown
+from .errors import (
+    ArchiverError,
+    DiskFullError,
+    NotReadyError,
+    PermanentError,
+    Stopping,
+    TransientError,
+    VendorDown,
+)
 from .ids import SESSION
 from .logsetup import job_context
 from .metrics import Metrics
@@ -101,12 +109,6 @@ class WorkerPool:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def cancel(self) -> None:
-        """Cancel in-flight jobs (after the grace period); they are released back to pending."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -235,6 +237,8 @@ class WorkerPool:
             outcome = ("not_ready", str(exc))
         except VendorDown as exc:
             outcome = ("outage", str(exc))
+        except Stopping:
+            outcome = ("release", "stopping")
         except DiskFullError as exc:
             outcome = ("disk_full", str(exc))
         except TransientError as exc:

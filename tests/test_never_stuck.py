@@ -273,3 +273,40 @@ async def test_a_session_over_its_deadline_is_released_to_retry_later(tmp_path):
         finally:
             service.stop()
             await asyncio.wait_for(running, 15)
+
+
+# -- stopping ---------------------------------------------------------------------------------
+
+async def test_stopping_is_bounded_even_when_a_session_ignores_its_cancel(tmp_path, simulator, monkeypatch):
+    from archiver import service as service_module
+    from archiver.archive import SessionArchiver
+
+    sim = await simulator()
+    config = make_config(tmp_path, sim, daemon__grace_period="200ms", daemon__concurrency=1)
+    enqueue_ids = session_ids(1, 9)
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        store.enqueue([("session", sid) for sid in enqueue_ids])
+    let_go = asyncio.Event()
+    started = asyncio.Event()
+
+    async def stubborn(self, *args, **kwargs):
+        started.set()
+        while not let_go.is_set():  # a session stuck where a cancel cannot reach it
+            try:
+                await let_go.wait()
+            except asyncio.CancelledError:
+                continue
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(SessionArchiver, "archive", stubborn)
+    monkeypatch.setattr(service_module, "CANCEL_DEADLINE", 0.5)
+    service = Service(config)
+    running = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        began = time.monotonic()
+        service.stop()
+        await asyncio.wait_for(asyncio.shield(running), 10)
+        assert time.monotonic() - began < 3 and service.forced
+    finally:
+        let_go.set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import signal
+import time
 
 from archiver.cli import run_check
 from archiver.service import Service
@@ -99,3 +100,32 @@ async def test_three_sigkills_mid_window_cost_no_429(tmp_path, simulator):
         daemon.send_signal(signal.SIGTERM)
         await asyncio.wait_for(daemon.wait(), 30)
     assert sim.stats.rate_limited == 0, log.read_text()[-3000:]
+
+
+async def test_sigterm_stops_workers_waiting_for_budget_at_once(tmp_path, simulator):
+    # Two requests a minute: after the first two, every worker only waits for budget.
+    sim = await simulator(rate_limit=2, rate_window=60.0, retry_after_header=False, voicemail_rate=0.0)
+    config = make_config(
+        tmp_path, sim, kore__requests_per_minute=2, kore__rate_window="60s", kore__fetch_voicemail=False,
+        daemon__concurrency=4, daemon__grace_period="60s",
+    )
+    ids = session_ids(8, 5)
+    enqueue(config, ids)
+    log = tmp_path / "daemon.log"
+    daemon = await spawn(config.source, log)
+    await wait_for(lambda: done(config) == 2, timeout=30, what="the budget to be spent")
+    # SIGHUP changes nothing and does not stop the daemon.
+    daemon.send_signal(signal.SIGHUP)
+    await wait_for(lambda: "SIGHUP ignored" in log.read_text(), what="SIGHUP to be handled")
+    assert daemon.returncode is None
+    started = time.monotonic()
+    daemon.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(daemon.wait(), 30) == 0
+    assert time.monotonic() - started < 10, "the workers waiting for budget held the shutdown"
+    last = [line for line in log.read_text().splitlines() if line.strip()][-1]
+    assert "archiver stopped" in last
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        waiting = [store.get("session", sid) for sid in ids]
+        pending = [job for job in waiting if job.state == "pending"]
+        assert len(pending) == len(ids) - 2 and all(job.attempts == 0 for job in pending)
+    assert sim.stats.rate_limited == 0
