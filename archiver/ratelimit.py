@@ -57,7 +57,8 @@ class RateLimiter:
         self.stopping: asyncio.Event | None = None
 
     async def _sleep(self, seconds: float) -> None:
-        """Wait for budget, or raise :class:`Stopping` as soon as the service stops."""
+        """Wait for budget, or raise :class:`Stopping` as soon as the service stops (a request
+        that finds budget free goes ahead: its session may be finishing within the grace)."""
         if self.stopping is None:
             await asyncio.sleep(seconds)
             return
@@ -67,10 +68,6 @@ class RateLimiter:
             except asyncio.TimeoutError:
                 return
         raise Stopping("stopping: the request was waiting for API budget")
-
-    def _check_stopping(self) -> None:
-        if self.stopping is not None and self.stopping.is_set():
-            raise Stopping("stopping: the request was waiting for API budget")
 
     def delay(self) -> float:
         """Seconds until a request may be sent (0 when it may go now)."""
@@ -88,7 +85,6 @@ class RateLimiter:
     async def acquire(self) -> Slot:
         """Wait for room and take a slot; pass it to :meth:`settle` when the answer arrives."""
         async with self._lock:
-            self._check_stopping()
             while (wait := self.delay()) > 0:
                 await self._sleep(wait)
             slot: Slot = [self._clock()]
@@ -142,7 +138,6 @@ class MultiWindowLimiter(RateLimiter):
     async def acquire(self) -> Slot:
         """Wait until every window has room, and take one slot counted in each."""
         async with self._lock:
-            self._check_stopping()
             while (wait := self.delay()) > 0:
                 await self._sleep(wait)
             slot: Slot = [self._clock()]
@@ -179,7 +174,6 @@ class SharedRateLimiter(RateLimiter):
     async def acquire(self) -> Slot:
         """Wait until the shared window has room and take a slot in it: ``[time, row id]``."""
         async with self._lock:
-            self._check_stopping()
             while True:
                 now = self._clock()
                 wait = max(0.0, self._paused_until - now)
