@@ -1,9 +1,9 @@
 """Archiving one session: ask the APIs, download, write sidecars, then the manifest.
 
-A session has parts (``recordings``, ``voicemail``). Each finished part is recorded in a
-hidden part file in the session directory, so a session interrupted half-way (not ready,
-crash, kill) does not fetch a finished part again. ``manifest.json`` is written last, from
-the part files, and its presence means the session is archived.
+A session has parts (``recordings``, ``voicemail``, ``transcript``). Each finished part is
+recorded in a part file (see ``manifest.py``), so a session interrupted half-way (not ready,
+crash, kill) does not fetch a finished part again. The manifest is written last, from the
+part files, and its presence means the session is archived.
 """
 
 from __future__ import annotations
@@ -11,11 +11,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import json
 import logging
-import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,42 +21,27 @@ import aiohttp
 from . import __version__
 from . import identity
 from .analytics import AnalyticsClient
-from .atomicfile import AtomicFile, fsync_dir, remove_stale_temps, write_json, write_json_sync
+from . import manifest as mf
+from .atomicfile import AtomicFile, remove_stale_temps, write_json, write_json_sync
 from .client import NOT_READY, READY, KoreClient, MediaItem, not_ready
+from .catalog import record_session
 from .completeness import INLINE_JSON, NONE
 from .config import Config
 from .download import DownloadResult, MediaDownloader
 from .errors import MediaRefusedError, NotReadyError, PermanentError, ProtocolError, TransientError
 from .ids import SESSION
 from .inline import InlineRecordingParser, RecordingData, RecordingEnd, RecordingStart, is_audio_type
-from .layout import (
-    MANIFEST,
-    RECORDINGS,
-    SIDECAR_SUFFIX,
-    TRANSCRIPTION_SUFFIX,
-    VOICEMAIL,
-    TakenNames,
-    extension_for,
-    inside,
-    safe_filename,
-    session_dir,
-)
+from .layout import SIDECAR_SUFFIX, TRANSCRIPTION_SUFFIX, TakenNames, extension_for, inside, safe_filename, session_dir
+from .manifest import MANIFEST_FORMAT, PARTS, RECORDINGS, TRANSCRIPT, VOICEMAIL, now_iso
 from .metrics import Metrics
 from .redact import redact_url
 from .transcripts import fetch_transcript
 
 log = logging.getLogger("archiver.archive")
 
-TRANSCRIPT = "transcript"
-PARTS = (RECORDINGS, VOICEMAIL, TRANSCRIPT)
 # A URL refused after being freshly issued this many times is not a passing expiry.
 MAX_URL_REFRESHES = 3
-MANIFEST_FORMAT = 1
 TRANSCRIPT_FILE = "transcript.json"
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -86,10 +68,6 @@ def wanted_parts(config: Config, id_type: str, wants: frozenset[str] = frozenset
         )
         chosen = [p for p, on in switches if on]
     return tuple(p for p in chosen if p == RECORDINGS or id_type == SESSION)  # by-user lookups: recordings only
-
-
-def part_file(directory: Path, part: str) -> Path:
-    return directory / f".{part}.part.json"
 
 
 class SessionArchiver:
@@ -131,34 +109,16 @@ class SessionArchiver:
             # An earlier attempt was here: clear what it left half-written. (The directory
             # itself is created by the first file written in it.)
             await asyncio.to_thread(remove_stale_temps, directory)
-        manifest_path = directory / MANIFEST
-        if force and _deleted_at_source(manifest_path):
-            raise PermanentError(
-                "the vendor's recordings were deleted after this session was archived; "
-                "archiving it again would replace the manifest with an empty one"
-            )
-        if force:
-            for part in PARTS:
-                part_file(directory, part).unlink(missing_ok=True)
-        elif manifest_path.exists():
-            existing = _read_json(manifest_path)
-            if existing is not None and not _failed_parts(existing):
-                # A run killed between writing the manifest and removing the part files
-                # left them behind; the manifest supersedes them.
-                for part in PARTS:
-                    part_file(directory, part).unlink(missing_ok=True)
-                return _result_from_manifest(directory, existing)
-            for part in _failed_parts(existing or {}):
-                part_file(directory, part).unlink(missing_ok=True)
-            if existing is not None:
-                _seed_part_files(directory, existing)
+            complete = await asyncio.to_thread(_start_from_manifest, directory, force)
+            if complete is not None:
+                return _result_from_manifest(directory, complete)
 
         parts: dict[str, dict[str, Any]] = {}
         recorded: set[str] = set()  # parts whose part file is on disk
         pending_not_ready: NotReadyError | None = None
         wanted = wanted_parts(self.config, id_type, wants)
         for part in wanted:
-            done = _read_json(part_file(directory, part))
+            done = await asyncio.to_thread(mf.read_part, directory, part) if existed else None
             if done is not None:
                 parts[part] = done
                 recorded.add(part)
@@ -174,7 +134,7 @@ class SessionArchiver:
                 pending_not_ready = exc  # finish the other parts, then report not ready
                 continue
             if part != wanted[-1] or pending_not_ready is not None:
-                await write_json(part_file(directory, part), parts[part])
+                await mf.write_part(directory, part, parts[part])
                 recorded.add(part)
         if pending_not_ready is not None:
             raise pending_not_ready
@@ -417,9 +377,7 @@ class SessionArchiver:
     def _commit_manifest(self, directory: Path, manifest: dict[str, Any], parts: list[str],
                          unrecorded: dict[str, dict[str, Any]]) -> None:
         """Commit the manifest, then index it in the catalog, in the same thread hop."""
-        from .catalog import record_session  # the catalog reads the archive through verify, which imports us
-
-        _commit_manifest(directory, manifest, parts, unrecorded)
+        mf.commit(directory, manifest, parts, unrecorded)
         record_session(self.config.daemon.state_dir, self.config.archive.root, directory, manifest)
 
 
@@ -526,7 +484,7 @@ def _completed_earlier(directory: Path, final: Path, item: MediaItem) -> list[di
     describe this very item: same source path, same offered name, same size on disk.
     """
     side_path = final.with_name(final.name + SIDECAR_SUFFIX)
-    sidecar = _read_json(side_path)
+    sidecar = mf.read_json(side_path)
     if sidecar is None:
         return None
     try:
@@ -576,50 +534,30 @@ def _check_inside(directory: Path, finals: list[Path]) -> None:
             raise ProtocolError(f"file name {final.name!r} escapes the session directory")
 
 
-def _commit_manifest(
-    directory: Path, manifest: dict[str, Any], parts: list[str], unrecorded: dict[str, dict[str, Any]]
-) -> None:
-    """Write the part files not written yet, then the manifest, which now holds what the part
-    files held: remove them, durably. The same steps as one at a time, in one thread hop."""
-    for name, part in unrecorded.items():
-        write_json_sync(part_file(directory, name), part)
-    write_json_sync(directory / MANIFEST, manifest)
-    for name in parts:
-        part_file(directory, name).unlink(missing_ok=True)
-    fsync_dir(directory)
+def _start_from_manifest(directory: Path, force: bool) -> dict[str, Any] | None:
+    """Prepare the part files from an earlier manifest (blocking); returns it when it is complete.
 
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        with open(path, "rb") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
+    With ``force`` every part is fetched again, unless the vendor's recordings were deleted.
+    Otherwise the parts the manifest holds are kept and only its failed parts fetched again.
+    """
+    existing = mf.load(directory)
+    if force:
+        if mf.recordings_deleted(existing):
+            raise PermanentError(
+                "the vendor's recordings were deleted after this session was archived; "
+                "archiving it again would replace the manifest with an empty one"
+            )
+        mf.remove_parts(directory)
         return None
-    return data if isinstance(data, dict) else None
-
-
-def _deleted_at_source(manifest_path: Path) -> bool:
-    manifest = _read_json(manifest_path) if manifest_path.exists() else None
-    deletion = (manifest or {}).get("deletion")
-    return isinstance(deletion, dict) and deletion.get("result") == "deleted"
-
-
-def _failed_parts(manifest: dict[str, Any]) -> list[str]:
-    parts = manifest.get("parts") or {}
-    return [name for name, part in parts.items() if isinstance(part, dict) and part.get("status") == "failed"]
-
-
-def _seed_part_files(directory: Path, manifest: dict[str, Any]) -> None:
-    """Rebuild part files of the parts a manifest holds, so only its failed parts are fetched again."""
-    files = manifest.get("files") or []
-    for name, part in (manifest.get("parts") or {}).items():
-        if name not in PARTS or not isinstance(part, dict) or part.get("status") == "failed":
-            continue
-        own = [f for f in files if isinstance(f, dict) and str(f.get("path", "")).startswith(f"{name}/")]
-        data = dict(part, files=own)
-        tmp = part_file(directory, name).with_suffix(".tmp")
-        tmp.write_bytes(json.dumps(data).encode())
-        os.replace(tmp, part_file(directory, name))
+    if existing is not None and not mf.failed_parts(existing):
+        # A run killed between writing the manifest and removing the part files left them
+        # behind; the manifest supersedes them.
+        mf.remove_parts(directory)
+        return existing
+    if existing is not None:
+        mf.remove_parts(directory, mf.failed_parts(existing))
+        mf.seed_part_files(directory, existing)
+    return None
 
 
 def _result_from_manifest(directory: Path, manifest: dict[str, Any]) -> SessionResult:

@@ -4,7 +4,7 @@ Deleting is the one thing the archiver does that cannot be undone, so it happens
 every check passes, and never when one fails:
 
 1. ``delete.enabled`` is on;
-2. the session's ``manifest.json`` is readable, belongs to this session, and does not
+2. the session's manifest is readable, belongs to this session, and does not
    already record a deletion (a session is deleted once);
 3. its ``recordings`` part ended in ``success`` and lists at least one audio file;
 4. every recording audio file it lists is on disk and re-reads to the manifest's size and
@@ -23,27 +23,25 @@ Voicemails are not touched: the API deletes call recordings only.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Awaitable, Callable
 
-from .archive import now_iso
-from .atomicfile import FILE_MODE, fsync_dir, write_json
+from . import manifest as mf
+from .audit import append, audit_log_path, open_audit_log
 from .catalog import record_session
 from .client import READY, KoreClient
 from .config import Config
 from .errors import ArchiverError
 from .ids import SESSION, session_id_problem
-from .layout import RECORDINGS
+from .manifest import DELETED, MANIFEST, RECORDINGS, entry_problem, now_iso, read_manifest, recordings_deleted
 from .redact import scrub
-from .verify import check_file, entry_problem, read_manifest, recordings_deleted
+from .verify import check_file
 
 log = logging.getLogger("archiver.deletion")
 
-AUDIT_LOG_NAME = "deletions.jsonl"
 MAX_MESSAGE = 300
 
 # Outcomes of delete_after_archive.
@@ -51,7 +49,7 @@ DISABLED = "disabled"  # delete.enabled is off: nothing was looked at or recorde
 REFUSED = "refused"  # a check failed: nothing was sent or recorded
 ALREADY_DELETED = "already_deleted"  # the manifest records an earlier deletion
 DRY_RUN = "dry_run"  # recorded what would be deleted; nothing was sent
-DELETED = "deleted"  # the API confirmed the deletion
+# DELETED (from manifest.py): the API confirmed the deletion
 ERROR = "error"  # the call failed; recorded, the session stays archived
 
 # Proves recording entries kept outside the session directory: why not, or None.
@@ -79,11 +77,6 @@ class _Refused(Exception):
     """A check failed; the message says which."""
 
 
-def audit_log_path(config: Config) -> Path:
-    """``delete.audit_log``, or ``<daemon.state_dir>/deletions.jsonl``."""
-    return Path(config.delete.audit_log) if config.delete.audit_log else config.daemon.state_dir / AUDIT_LOG_NAME
-
-
 async def delete_after_archive(
     config: Config, client: KoreClient, directory: Path, session_id: str, *, proof: Proof | None = None
 ) -> DeletionOutcome:
@@ -100,7 +93,7 @@ async def delete_after_archive(
         files = await asyncio.to_thread(_checked_recordings, directory, manifest, proof is None)
         if proof is not None and (problem := await proof(directory, files)) is not None:
             raise _Refused(problem)
-        audit_fd = await asyncio.to_thread(_open_audit_log, audit_log_path(config))
+        audit_fd = await asyncio.to_thread(_open_audit_log, config)
     except _Refused as exc:
         log.warning(
             "not deleting the recordings of %s: %s", session_id, exc,
@@ -125,7 +118,7 @@ def _read_checked_manifest(directory: Path, session_id: str) -> dict[str, Any]:
         raise _Refused(f"{directory} is not the directory of session {session_id}")
     manifest, why = read_manifest(Path(directory))
     if manifest is None:
-        raise _Refused(f"manifest.json: {why}")
+        raise _Refused(f"{MANIFEST}: {why}")
     if manifest.get("id_type") != SESSION:
         raise _Refused("the manifest is not a session's (recordings looked up by user are not deleted)")
     return manifest
@@ -153,17 +146,12 @@ def _checked_recordings(directory: Path, manifest: dict[str, Any], reread: bool 
     return files
 
 
-def _open_audit_log(path: Path) -> int:
-    """An append-only descriptor on the audit log (created, and its directory fsynced, if new)."""
+def _open_audit_log(config: Config) -> int:
+    path = audit_log_path(config)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        created = not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
-        if created:
-            fsync_dir(path.parent)
+        return open_audit_log(path)
     except OSError as exc:
         raise _Refused(f"cannot open the audit log {path}: {exc.strerror}") from None
-    return fd
 
 
 # -- the call and its records ------------------------------------------------------------------
@@ -186,7 +174,7 @@ async def _send_and_record(
             status, message = await _call(client, session_id)
         at = now_iso()
         entry = _audit_entry(config, directory, session_id, files, at, dry_run, status, message)
-        recorded = await asyncio.to_thread(_append, audit_fd, entry)
+        recorded = await asyncio.to_thread(append, audit_fd, entry)
     finally:
         os.close(audit_fd)
     recorded = await _record_in_manifest(config, directory, manifest, at, dry_run, status, message) and recorded
@@ -234,31 +222,14 @@ def _audit_entry(
     }
 
 
-def _append(fd: int, entry: dict[str, Any]) -> bool:
-    """Append one line and fsync it; False (logged) when the disk refuses."""
-    line = (json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-    view = memoryview(line)
-    try:
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except OSError as exc:
-        log.error(
-            "could not write the deletion audit log for %s: %s", entry["session_id"], exc.strerror,
-            extra={"kv_session": entry["session_id"]},
-        )
-        return False
-    return True
-
-
 async def _record_in_manifest(
     config: Config,
     directory: Path, manifest: dict[str, Any], at: str, dry_run: bool, status: str, message: str
 ) -> bool:
     """Rewrite the manifest with a ``deletion`` object; False (logged) when that fails."""
-    updated = dict(manifest, deletion={"at": at, "dry_run": dry_run, "result": status, "message": message})
+    updated = mf.with_deletion(manifest, at, dry_run, status, message)
     try:
-        await write_json(Path(directory) / "manifest.json", updated)
+        await mf.rewrite(Path(directory), updated)
     except (OSError, ArchiverError) as exc:  # a full disk is a DiskFullError
         log.error("could not record the deletion in the manifest of %s: %s", directory.name, exc)
         return False
@@ -266,30 +237,7 @@ async def _record_in_manifest(
     return True
 
 
-# -- reading the audit log ---------------------------------------------------------------------
-
-
-def deleted_in_audit_log(config: Config, session_ids: set[str]) -> set[str]:
-    """Those of ``session_ids`` the audit log records as deleted (not dry runs), read line by line."""
-    found: set[str] = set()
-    try:
-        with open(audit_log_path(config), "rb") as handle:
-            for raw in handle:
-                try:
-                    entry = json.loads(raw)
-                except ValueError:  # a line cut short by a crash
-                    continue
-                if (
-                    isinstance(entry, dict) and entry.get("session_id") in session_ids
-                    and entry.get("result") == DELETED and entry.get("dry_run") is False
-                ):
-                    found.add(entry["session_id"])
-    except FileNotFoundError:
-        pass
-    return found
-
-
 __all__ = [
-    "DeletionOutcome", "delete_after_archive", "audit_log_path", "deleted_in_audit_log",
+    "DeletionOutcome", "delete_after_archive",
     "DISABLED", "REFUSED", "ALREADY_DELETED", "DRY_RUN", "DELETED", "ERROR",
 ]

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .config import Config, load_config
+from .manifest import MANIFEST
 from .simulator import Simulator, SimConfig
 
 DEMO_SECRET = "demo-client-secret"
@@ -73,7 +74,7 @@ async def run_demo(base: Path) -> int:
     print(f"\n== archive tree under {base / 'archive'}")
     _print_tree(base / "archive")
     print(f"\ninbox results: {sorted(p.name for p in (base / 'inbox' / 'processed').iterdir())}")
-    print(f"see the manifests: find {base / 'archive'} -name manifest.json")
+    print(f"see the manifests: find {base / 'archive'} -name {MANIFEST}")
     return max(code_v2, code_v1)
 
 

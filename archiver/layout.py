@@ -5,7 +5,7 @@
     <root>/<bot_id>/users/<user_id>/                      recordings looked up by userId
         recordings/<file>.wav  <file>.wav.json            audio + sidecar
         voicemail/<file>.wav   <file>.wav.json  <file>.wav.transcription.json
-        manifest.json                                     written last
+        manifest.json                                     written last (format: manifest.py)
 
 Names offered by the server are never used as paths: :func:`safe_filename` reduces them to
 one harmless path component, so every file lands inside its session directory.
@@ -17,12 +17,10 @@ import re
 import unicodedata
 from pathlib import Path
 
-from .ids import SESSION, id_problem, object_id_time
 from .errors import UnsafeInputError
+from .ids import SESSION, id_problem, object_id_time
+from .manifest import MANIFEST, RECORDINGS, VOICEMAIL
 
-RECORDINGS = "recordings"
-VOICEMAIL = "voicemail"
-MANIFEST = "manifest.json"
 SIDECAR_SUFFIX = ".json"
 TRANSCRIPTION_SUFFIX = ".transcription.json"
 _SIDECAR_SUFFIXES = (SIDECAR_SUFFIX, TRANSCRIPTION_SUFFIX)

@@ -1,6 +1,6 @@
 """Verification: re-read archived files and check them against their manifests.
 
-A session's ``manifest.json`` lists every file of the session with its size and sha256. A
+A session's manifest (``manifest.py``) lists every file of the session with its size and sha256. A
 session is intact when every listed file is there, is a regular file, has that size and
 hashes to that sha256, and nothing else lies in the session directory (apart from the
 manifest itself and the hidden temp and part files an archive run leaves while it works).
@@ -33,11 +33,11 @@ from datetime import date, datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Iterator, TextIO
 
-from .archive import MANIFEST_FORMAT, PARTS, now_iso
-from .atomicfile import TEMP_SUFFIX
+from .audit import deleted_in_audit_log
 from .config import Config
 from .ids import SESSION, USER
-from .layout import MANIFEST, session_dir
+from .layout import session_dir
+from .manifest import MANIFEST, NO_MANIFEST, exists as manifest_exists, entry_problem, is_work_file, now_iso, read_manifest, recordings_deleted
 from .store import EnqueueResult, JobStore
 
 log = logging.getLogger("archiver.verify")
@@ -45,10 +45,8 @@ log = logging.getLogger("archiver.verify")
 READ_SIZE = 1024 * 1024
 # Sessions hashed at once; verification shares the disk with the archive's own writes.
 THREADS = min(4, os.cpu_count() or 1)
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _YEAR_RE, _TWO_DIGITS_RE = re.compile(r"\d{4}"), re.compile(r"\d{2}")
 UNDATED, USERS = "undated", "users"
-NO_MANIFEST = "the session is not archived (no manifest.json)"
 
 # Problem kinds (the JSON form) and how the human report names them.
 MISSING, EXTRA, SIZE, SHA256, UNREADABLE, NOT_A_FILE, BAD_MANIFEST = (
@@ -226,26 +224,6 @@ def hash_file(path: Path) -> tuple[int, str]:
     return total, digest.hexdigest()
 
 
-def entry_problem(entry: Any) -> str | None:
-    """Why a manifest ``files`` entry is unusable, or None. Its path must stay inside the session."""
-    if not isinstance(entry, dict):
-        return "not an object"
-    path = entry.get("path")
-    if not isinstance(path, str) or not path or "\x00" in path:
-        return "path is missing or not a string"
-    pure = PurePosixPath(path)
-    if pure.is_absolute() or any(part in ("", ".", "..") for part in path.split("/")):
-        return f"path {path!r} leaves the session directory"
-    if path == MANIFEST:
-        return "lists the manifest itself"
-    size = entry.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        return f"{path}: size is not a whole number of bytes"
-    if not isinstance(entry.get("sha256"), str) or not _SHA256_RE.fullmatch(entry["sha256"]):
-        return f"{path}: sha256 is not 64 lowercase hex digits"
-    return None
-
-
 def check_file(directory: Path, entry: dict[str, Any]) -> Problem | None:
     """Check one valid manifest entry against the disk: present, regular, size, then sha256."""
     rel, size, expected = entry["path"], entry["size"], entry["sha256"]
@@ -271,46 +249,6 @@ def check_file(directory: Path, entry: dict[str, Any]) -> Problem | None:
     if found != expected:
         return Problem(rel, SHA256, f"manifest {expected}, disk {found}", expected=expected, found=found)
     return None
-
-
-def read_manifest(directory: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(manifest, None) or (None, why it cannot be used)."""
-    try:
-        with open(directory / MANIFEST, "rb") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        return None, NO_MANIFEST
-    except OSError as exc:
-        return None, f"cannot read: {exc.strerror}"
-    except UnicodeDecodeError:
-        return None, "not UTF-8 text"
-    except json.JSONDecodeError as exc:
-        return None, f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
-    if not isinstance(data, dict):
-        return None, "not a JSON object"
-    if data.get("format") != MANIFEST_FORMAT:
-        return None, f"unknown format {str(data.get('format'))[:20]!r} (expected {MANIFEST_FORMAT})"
-    if not isinstance(data.get("files"), list):
-        return None, "'files' is missing or not a list"
-    if data.get("id") != directory.name:
-        return None, f"belongs to id {str(data.get('id'))[:130]!r}, not to this directory"
-    return data, None
-
-
-def recordings_deleted(manifest: dict[str, Any]) -> bool:
-    """True when the manifest records a (real, successful) deletion of the vendor's recordings."""
-    deletion = manifest.get("deletion")
-    return isinstance(deletion, dict) and deletion.get("result") == "deleted" and deletion.get("dry_run") is False
-
-
-def is_transient(rel: PurePosixPath) -> bool:
-    """Hidden files an archive run writes while it works: temp files anywhere, part files at the top."""
-    name = rel.name
-    if name.startswith(".") and name.endswith(TEMP_SUFFIX):
-        return True
-    if len(rel.parts) == 1:
-        return any(name in (f".{part}.part.json", f".{part}.part.tmp") for part in PARTS)
-    return False
 
 
 def _present_files(directory: Path) -> Iterator[str]:
@@ -351,7 +289,7 @@ def verify_session(directory: Path) -> SessionReport:
             report.files += 1
             report.bytes += entry["size"]
     for rel in _present_files(directory):
-        if rel == MANIFEST or rel in listed or is_transient(PurePosixPath(rel)):
+        if rel == MANIFEST or rel in listed or is_work_file(PurePosixPath(rel)):
             continue
         report.add(rel, EXTRA, "on disk but not in the manifest")
     return report
@@ -429,7 +367,7 @@ def session_dirs(bot_root: Path, since: datetime | None = None) -> Iterator[Path
 def _archived_dirs(dirs: Iterable[Path], report: VerifyReport) -> Iterator[Path]:
     """The directories holding a manifest; the others are counted as not archived yet."""
     for directory in dirs:
-        if os.path.lexists(directory / MANIFEST):
+        if manifest_exists(directory):
             yield directory
         else:
             report.unfinished += 1
@@ -520,8 +458,6 @@ async def _note_deletions_from_audit_log(config: Config, report: VerifyReport) -
     unknown = {s.session_id: s for s in report.damaged if s.id_type == SESSION and not s.manifest_readable}
     if not unknown:
         return
-    from .deletion import deleted_in_audit_log  # deletion builds on this module's checks
-
     for session_id in await asyncio.to_thread(deleted_in_audit_log, config, set(unknown)):
         unknown[session_id].deleted_at_source = True
 

@@ -10,9 +10,8 @@ import pytest
 
 from archiver.client import KoreClient, api_session
 from archiver.config import Config
-from archiver.deletion import (
-    ALREADY_DELETED, DELETED, DISABLED, DRY_RUN, ERROR, REFUSED, audit_log_path, delete_after_archive,
-)
+from archiver.audit import audit_log_path
+from archiver.deletion import ALREADY_DELETED, DELETED, DISABLED, DRY_RUN, ERROR, REFUSED, delete_after_archive
 
 from .conftest import archiver_for, SECRET, make_config
 

@@ -1,0 +1,82 @@
+"""The deletion audit log: one JSON line per deletion decided, appended and fsynced.
+
+The log lives at ``delete.audit_log`` or ``<daemon.state_dir>/deletions.jsonl``. Each line
+records one call (or dry run) of ``deletion.py``: when, which session and directory, the
+result, the vendor's message and the recording files (path, size, sha256) proven before the
+call. Lines are only ever appended (``O_APPEND``); a line cut short by a crash is skipped
+when the log is read back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from .atomicfile import FILE_MODE, fsync_dir
+from .config import Config
+from .manifest import DELETED
+
+log = logging.getLogger("archiver.audit")
+
+AUDIT_LOG_NAME = "deletions.jsonl"
+
+
+def audit_log_path(config: Config) -> Path:
+    """``delete.audit_log``, or ``<daemon.state_dir>/deletions.jsonl``."""
+    return Path(config.delete.audit_log) if config.delete.audit_log else config.daemon.state_dir / AUDIT_LOG_NAME
+
+
+def open_audit_log(path: Path) -> int:
+    """An append-only descriptor on the audit log (created, and its directory fsynced, if new).
+
+    Raises OSError when it cannot be opened: a deletion that cannot be recorded must not happen.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    created = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+    if created:
+        fsync_dir(path.parent)
+    return fd
+
+
+def append(fd: int, entry: dict[str, Any]) -> bool:
+    """Append one line and fsync it; False (logged) when the disk refuses."""
+    line = (json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    view = memoryview(line)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except OSError as exc:
+        log.error(
+            "could not write the deletion audit log for %s: %s", entry["session_id"], exc.strerror,
+            extra={"kv_session": entry["session_id"]},
+        )
+        return False
+    return True
+
+
+def deleted_in_audit_log(config: Config, session_ids: set[str]) -> set[str]:
+    """Those of ``session_ids`` the audit log records as deleted (not dry runs), read line by line."""
+    found: set[str] = set()
+    try:
+        with open(audit_log_path(config), "rb") as handle:
+            for raw in handle:
+                try:
+                    entry = json.loads(raw)
+                except ValueError:  # a line cut short by a crash
+                    continue
+                if (
+                    isinstance(entry, dict) and entry.get("session_id") in session_ids
+                    and entry.get("result") == DELETED and entry.get("dry_run") is False
+                ):
+                    found.add(entry["session_id"])
+    except FileNotFoundError:
+        pass
+    return found
+
+
+__all__ = ["AUDIT_LOG_NAME", "audit_log_path", "open_audit_log", "append", "deleted_in_audit_log"]
