@@ -21,9 +21,8 @@ from typing import Any, BinaryIO, NamedTuple, Protocol
 
 from .config import Config
 from .ids import SESSION, USER
-from .layout import session_dir
+from .layout import session_dir, session_dirs
 from .manifest import MANIFEST, entry_problem, read_manifest
-from .verify import session_dirs
 
 # A manifest or a small JSON file (call details, transcription) is read whole; refuse giants.
 MAX_JSON_BYTES = 64 * 1024 * 1024

@@ -13,22 +13,28 @@ one harmless path component, so every file lands inside its session directory.
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
+from collections.abc import Iterator
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from .errors import UnsafeInputError
-from .ids import SESSION, id_problem, object_id_time
-from .manifest import MANIFEST, RECORDINGS, VOICEMAIL
+from .ids import SESSION, USER, id_problem, object_id_time
+from .manifest import MANIFEST, RECORDINGS, VOICEMAIL, read_manifest  # the part names are the subdirectory names
 
 SIDECAR_SUFFIX = ".json"
 TRANSCRIPTION_SUFFIX = ".transcription.json"
 _SIDECAR_SUFFIXES = (SIDECAR_SUFFIX, TRANSCRIPTION_SUFFIX)
+UNDATED = "undated"
+USERS = "users"
 # Bytes, leaving room in a 255-byte name for the longest suffix and a temp prefix.
 MAX_NAME_BYTES = 180
 
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._ ()+,=@-]")
 _EXT = re.compile(r"\.[A-Za-z0-9]{1,8}$")
+_YEAR_RE, _TWO_DIGITS_RE = re.compile(r"\d{4}"), re.compile(r"\d{2}")
 
 
 def session_dir(root: Path, bot_id: str, id_type: str, ext_id: str) -> Path:
@@ -38,10 +44,10 @@ def session_dir(root: Path, bot_id: str, id_type: str, ext_id: str) -> Path:
         raise UnsafeInputError(f"refusing id {ext_id[:40]!r}: {problem}")
     base = root / bot_id
     if id_type != SESSION:
-        return base / "users" / ext_id
+        return base / USERS / ext_id
     created = object_id_time(ext_id)
     if created is None:
-        return base / "undated" / ext_id
+        return base / UNDATED / ext_id
     return base / f"{created:%Y}" / f"{created:%m}" / f"{created:%d}" / ext_id
 
 
@@ -134,3 +140,79 @@ def inside(directory: Path, path: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def id_type_of(directory: Path) -> str:
+    """The id type of a session (or user) directory, from where it lies."""
+    return USER if directory.parent.name == USERS else SESSION
+
+
+# -- walking the archive -----------------------------------------------------------------------
+
+
+def _subdirs(directory: Path) -> list[os.DirEntry[str]]:
+    """Real (not linked), visible subdirectories, in name order."""
+    try:
+        with os.scandir(directory) as entries:
+            found = [e for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(found, key=lambda e: e.name)
+
+
+def _archived_since(directory: Path, since: datetime) -> bool:
+    """For undated and user directories: archived at or after ``since`` (kept when it cannot tell)."""
+    manifest, _why = read_manifest(directory)
+    if manifest is None:
+        return True
+    try:
+        archived = datetime.fromisoformat(str(manifest.get("archived_at")))
+    except ValueError:
+        return True
+    if archived.tzinfo is None:
+        archived = archived.replace(tzinfo=timezone.utc)
+    return archived >= since
+
+
+def _dated_sessions(year_dir: os.DirEntry[str], since: date | None) -> Iterator[Path]:
+    year = int(year_dir.name)
+    if since and year < since.year:
+        return
+    for month_dir in _subdirs(Path(year_dir.path)):
+        if not _TWO_DIGITS_RE.fullmatch(month_dir.name):
+            continue
+        month = int(month_dir.name)
+        if since and (year, month) < (since.year, since.month):
+            continue
+        for day_dir in _subdirs(Path(month_dir.path)):
+            if not _TWO_DIGITS_RE.fullmatch(day_dir.name):
+                continue
+            try:
+                day = date(year, month, int(day_dir.name))
+            except ValueError:
+                continue
+            if since and day < since:
+                continue
+            yield from (Path(e.path) for e in _subdirs(Path(day_dir.path)))
+
+
+def session_dirs(bot_root: Path, since: datetime | None = None) -> Iterator[Path]:
+    """Every session (and user) directory under ``<root>/<bot_id>``, in layout order.
+
+    ``since`` keeps dated sessions whose date partition is on or after its (UTC) day, and
+    undated and user directories whose manifest says they were archived at or after it.
+    """
+    since_day = since.astimezone(timezone.utc).date() if since else None
+    for top in _subdirs(bot_root):
+        if _YEAR_RE.fullmatch(top.name):
+            yield from _dated_sessions(top, since_day)
+        elif top.name in (UNDATED, USERS):
+            for entry in _subdirs(Path(top.path)):
+                if since is None or _archived_since(Path(entry.path), since):
+                    yield Path(entry.path)
+
+
+__all__ = [
+    "RECORDINGS", "VOICEMAIL", "MANIFEST", "UNDATED", "USERS", "SIDECAR_SUFFIX", "TRANSCRIPTION_SUFFIX",
+    "MAX_NAME_BYTES", "session_dir", "safe_filename", "extension_for", "inside", "id_type_of", "session_dirs",
+]

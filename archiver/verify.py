@@ -24,19 +24,18 @@ import json
 import logging
 import os
 import random
-import re
 import stat
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Iterator, TextIO
 
 from .audit import deleted_in_audit_log
 from .config import Config
-from .ids import SESSION, USER
-from .layout import session_dir
+from .ids import SESSION
+from .layout import id_type_of, session_dir, session_dirs
 from .manifest import MANIFEST, NO_MANIFEST, exists as manifest_exists, entry_problem, is_work_file, now_iso, read_manifest, recordings_deleted
 from .store import EnqueueResult, JobStore
 
@@ -45,8 +44,6 @@ log = logging.getLogger("archiver.verify")
 READ_SIZE = 1024 * 1024
 # Sessions hashed at once; verification shares the disk with the archive's own writes.
 THREADS = min(4, os.cpu_count() or 1)
-_YEAR_RE, _TWO_DIGITS_RE = re.compile(r"\d{4}"), re.compile(r"\d{2}")
-UNDATED, USERS = "undated", "users"
 
 # Problem kinds (the JSON form) and how the human report names them.
 MISSING, EXTRA, SIZE, SHA256, UNREADABLE, NOT_A_FILE, BAD_MANIFEST = (
@@ -265,7 +262,7 @@ def _present_files(directory: Path) -> Iterator[str]:
 def verify_session(directory: Path) -> SessionReport:
     """Check one session directory against its manifest (blocking: run it in a thread)."""
     directory = Path(directory)
-    report = SessionReport(directory, _id_type(directory), directory.name)
+    report = SessionReport(directory, id_type_of(directory), directory.name)
     manifest, why = read_manifest(directory)
     if manifest is None:
         report.add(MANIFEST, MISSING if why == NO_MANIFEST else BAD_MANIFEST, why or "unusable")
@@ -295,73 +292,7 @@ def verify_session(directory: Path) -> SessionReport:
     return report
 
 
-def _id_type(directory: Path) -> str:
-    return USER if directory.parent.name == USERS else SESSION
-
-
 # -- walking the archive -----------------------------------------------------------------------
-
-
-def _subdirs(directory: Path) -> list[os.DirEntry[str]]:
-    """Real (not linked), visible subdirectories, in name order."""
-    try:
-        with os.scandir(directory) as entries:
-            found = [e for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return sorted(found, key=lambda e: e.name)
-
-
-def _archived_since(directory: Path, since: datetime) -> bool:
-    """For undated and user directories: archived at or after ``since`` (kept when it cannot tell)."""
-    manifest, _why = read_manifest(directory)
-    if manifest is None:
-        return True
-    try:
-        archived = datetime.fromisoformat(str(manifest.get("archived_at")))
-    except ValueError:
-        return True
-    if archived.tzinfo is None:
-        archived = archived.replace(tzinfo=timezone.utc)
-    return archived >= since
-
-
-def _dated_sessions(year_dir: os.DirEntry[str], since: date | None) -> Iterator[Path]:
-    year = int(year_dir.name)
-    if since and year < since.year:
-        return
-    for month_dir in _subdirs(Path(year_dir.path)):
-        if not _TWO_DIGITS_RE.fullmatch(month_dir.name):
-            continue
-        month = int(month_dir.name)
-        if since and (year, month) < (since.year, since.month):
-            continue
-        for day_dir in _subdirs(Path(month_dir.path)):
-            if not _TWO_DIGITS_RE.fullmatch(day_dir.name):
-                continue
-            try:
-                day = date(year, month, int(day_dir.name))
-            except ValueError:
-                continue
-            if since and day < since:
-                continue
-            yield from (Path(e.path) for e in _subdirs(Path(day_dir.path)))
-
-
-def session_dirs(bot_root: Path, since: datetime | None = None) -> Iterator[Path]:
-    """Every session (and user) directory under ``<root>/<bot_id>``, in layout order.
-
-    ``since`` keeps dated sessions whose date partition is on or after its (UTC) day, and
-    undated and user directories whose manifest says they were archived at or after it.
-    """
-    since_day = since.astimezone(timezone.utc).date() if since else None
-    for top in _subdirs(bot_root):
-        if _YEAR_RE.fullmatch(top.name):
-            yield from _dated_sessions(top, since_day)
-        elif top.name in (UNDATED, USERS):
-            for entry in _subdirs(Path(top.path)):
-                if since is None or _archived_since(Path(entry.path), since):
-                    yield Path(entry.path)
 
 
 def _archived_dirs(dirs: Iterable[Path], report: VerifyReport) -> Iterator[Path]:
@@ -558,6 +489,5 @@ def _human_bytes(count: int) -> str:
 
 __all__ = [
     "Problem", "SessionReport", "VerifyReport", "verify_session", "verify_archive", "verify_sample",
-    "requeue", "run_verify", "hash_file", "check_file", "entry_problem", "read_manifest", "recordings_deleted",
-    "session_dirs",
+    "requeue", "run_verify", "hash_file", "check_file",
 ]
