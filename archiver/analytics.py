@@ -123,7 +123,7 @@ class AnalyticsClient:
     async def get_sessions(self, date_from: datetime, date_to: datetime, *, skip: int, limit: int) -> Page:
         """POST /getSessions: sessions started in [date_from, date_to] (under 7 days), newest first."""
         body = {"dateFrom": kore_time(date_from), "dateTo": kore_time(date_to), "skip": skip, "limit": limit}
-        data = await self.client._json_call(
+        data = await self.client.request_json(
             "get_sessions", "POST", "/getSessions", {}, body=body, limiter=self.limiter
         )
         return _page(data, "sessions", "get_sessions", skip)
@@ -145,7 +145,7 @@ class AnalyticsClient:
             body["dateFrom"] = kore_time(date_from)
         if date_to is not None:
             body["dateTo"] = kore_time(date_to)
-        data = await self.client._json_call(
+        data = await self.client.request_json(
             "get_messages", "POST", "/getMessagesV2", {}, body=body, limiter=self.limiter
         )
         return _page(data, "messages", "get_messages", skip)

@@ -105,7 +105,7 @@ class CallDetails:
         if not 0 <= offset <= MAX_OFFSET:
             raise ValueError(f"offset must be between 0 and {MAX_OFFSET}")
         body = {"startDate": api_time(start), "endDate": api_time(end), "timeZoneOffset": 0, "channels": [VOICE]}
-        data = await self.client._json_call(
+        data = await self.client.request_json(
             ENDPOINT, "POST", "", {"offset": str(offset), "limit": str(self.page_size)}, body=body,
             limiter=self.limiter, url=self.url, headers={"accountId": self.account_id, "iId": self.bot_id},
         )

@@ -1,7 +1,7 @@
 """The Kore.ai API client: recordings (v1 and v2), voicemail and delete.
 
-This module is the one boundary where HTTP answers and aiohttp exceptions become archiver
-errors (see ``errors.py``). Every request waits for the shared rate limiter, carries a JWT
+HTTP answers become archiver errors here (see ``errors.py``); aiohttp exceptions do so in
+``transport.py``, the boundary this client and the media downloader share. Every request waits for the shared rate limiter, carries a JWT
 in the ``auth`` header (only ever to the configured API origin: redirects are not followed),
 and is retried by the one retry policy when the failure is transient.
 """
@@ -9,16 +9,15 @@ and is retried by the one retry policy when the failure is transient.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import email.utils
 import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 import aiohttp
-from aiohttp.http_exceptions import ContentEncodingError
 from yarl import URL
 
 from .auth import TokenSigner
@@ -41,12 +40,10 @@ from .ratelimit import RateLimiter, SharedRateLimiter
 from .redact import scrub
 from .store import JobStore
 from .retry import RetryPolicy
+from .transport import TRANSPORT_ERRORS, deadline, translated
 
 log = logging.getLogger("archiver.client")
 T = TypeVar("T")
-# aiohttp >= 3.13 caps what a compressed body may expand to; older versions have no such error.
-_DECOMPRESS_TOO_LARGE = getattr(aiohttp.http_exceptions, "DecompressSizeError", None)
-
 # JSON answers of the recording/voicemail APIs are small; anything bigger is hostile.
 MAX_JSON_BODY = 32 * 1024 * 1024
 # Seconds an error answer's body is read for its message, at most.
@@ -148,13 +145,13 @@ class KoreClient:
 
     async def recordings_v2(self, id_type: str, ext_id: str) -> RecordingsAnswer:
         """GET /v2/recordings: status and signed URLs."""
-        data = await self._json_call("v2_recordings", "GET", "/v2/recordings", {self._key(id_type): ext_id})
+        data = await self.request_json("v2_recordings", "GET", "/v2/recordings", {self._key(id_type): ext_id})
         status = answer_status(data, "v2 recordings")
         return RecordingsAnswer(status, _media_items(data.get("recording"), "recording"))
 
     async def voicemail(self, session_id: str) -> VoicemailAnswer:
         """GET /voicemail with transcriptions."""
-        data = await self._json_call(
+        data = await self.request_json(
             "voicemail", "GET", "/voicemail", {"sessionId": session_id, "transcription": "true"}
         )
         status = answer_status(data, "voicemail")
@@ -182,7 +179,7 @@ class KoreClient:
 
     async def delete_recordings(self, session_id: str) -> dict[str, Any]:
         """DELETE /v2/recordings. Not idempotent in effect, so never retried after it was sent."""
-        return await self._json_call(
+        return await self.request_json(
             "delete_recordings", "DELETE", "/v2/recordings", {"sessionId": session_id}, retry=False
         )
 
@@ -196,7 +193,7 @@ class KoreClient:
     def _key(id_type: str) -> str:
         return "sessionId" if id_type == SESSION else "userId"
 
-    async def _json_call(
+    async def request_json(
         self,
         endpoint: str,
         method: str,
@@ -209,7 +206,8 @@ class KoreClient:
         url: URL | None = None,
         headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """One JSON call; ``body`` is sent as JSON, ``limiter`` replaces the Contact Center budget,
+        """One JSON call (retried when transient unless ``retry`` is False); ``body`` is sent as
+        JSON, ``limiter`` replaces the Contact Center budget (the Analytics APIs have their own),
         ``url`` the bot's base (``path`` is then ignored), ``headers`` are added to the auth one."""
         async def handle(resp: aiohttp.ClientResponse) -> dict[str, Any]:
             _require_json(resp, endpoint)
@@ -282,30 +280,24 @@ class KoreClient:
             slot = await limiter.acquire()
             probe = self.breaker.admit() if self.breaker is not None else False
             try:
-                async with await self._send(endpoint, method, url, body, headers) as resp:
-                    limiter.settle(slot)
-                    self.metrics.api_calls.labels(endpoint, str(resp.status)).inc()
-                    if resp.status < 500 and self.breaker is not None:
-                        self.breaker.succeeded()
-                    if resp.status == 401 and not signed_again:
-                        # A token can be refused for reasons a new one fixes (clock skew, a
-                        # revoked jti); one fresh signature, then the refusal is final.
-                        self.signer.invalidate()
-                        continue
-                    if resp.status != 200:
-                        await self._raise_for_status(endpoint, resp, limiter)
-                    return await handle(resp)
+                with translated(endpoint, on_transient=functools.partial(self._host_failed, endpoint)):
+                    async with await self._send(endpoint, method, url, body, headers) as resp:
+                        limiter.settle(slot)
+                        self.metrics.api_calls.labels(endpoint, str(resp.status)).inc()
+                        if resp.status < 500 and self.breaker is not None:
+                            self.breaker.succeeded()
+                        if resp.status == 401 and not signed_again:
+                            # A token can be refused for reasons a new one fixes (clock skew, a
+                            # revoked jti); one fresh signature, then the refusal is final.
+                            self.signer.invalidate()
+                            continue
+                        if resp.status != 200:
+                            await self._raise_for_status(endpoint, resp, limiter)
+                        return await handle(resp)
             except TransientError as exc:
                 if exc.status is not None and exc.status >= 500:
                     self._host_failed(endpoint, exc)
                 raise
-            except ArchiverError:
-                raise
-            except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
-                error = _translate(exc, endpoint)
-                if isinstance(error, TransientError):
-                    self._host_failed(endpoint, error)
-                raise error from exc
             finally:
                 if probe:
                     self.breaker.abandoned()
@@ -341,7 +333,7 @@ class KoreClient:
             # The error text is a courtesy: a body that drips is not waited for.
             async with asyncio.timeout(min(self.config.http.body_timeout, ERROR_BODY_WAIT)):
                 body = await _read_capped(resp, 64 * 1024, endpoint)
-        except (ArchiverError, aiohttp.ClientError, asyncio.TimeoutError):
+        except (ArchiverError, *TRANSPORT_ERRORS):
             body = b""
         message = f"{endpoint}: HTTP {status}: {kore_message(body)}"
         if status == 429:
@@ -374,44 +366,6 @@ class KoreClient:
                 extra={"kv_endpoint": endpoint, "kv_retry_after": hint},
             )
         return cap
-
-
-def _translate(exc: BaseException, what: str) -> ArchiverError:
-    """aiohttp and socket errors -> archiver errors (transient unless clearly not)."""
-    if isinstance(exc, asyncio.TimeoutError):
-        return TransientError(f"{what}: timed out")
-    if isinstance(exc, aiohttp.InvalidURL):
-        return ProtocolError(f"{what}: invalid URL")
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        # aiohttp reports a body it cannot decompress, or one that decompresses past its
-        # limit (a gzip bomb), the same way as a cut connection; fetching it again will not help.
-        if _DECOMPRESS_TOO_LARGE is not None and isinstance(exc.__cause__, _DECOMPRESS_TOO_LARGE):
-            return TooLargeError(f"{what}: the answer decompresses to over the size limit")
-        if isinstance(exc.__cause__, ContentEncodingError):
-            return ProtocolError(f"{what}: the answer's Content-Encoding cannot be decoded")
-        return TransientError(f"{what}: the body was cut short ({type(exc).__name__})")
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return ProtocolError(f"{what}: malformed HTTP answer ({exc.status})")
-    return TransientError(f"{what}: connection failed ({type(exc).__name__}: {scrub(str(exc))[:200]})")
-
-
-def translate_http_error(exc: BaseException, what: str) -> ArchiverError:
-    """Public face of the translation, for the media downloader."""
-    return _translate(exc, what)
-
-
-@contextlib.asynccontextmanager
-async def deadline(seconds: float, message: str) -> AsyncIterator[None]:
-    """Raise TransientError(message) when the block takes longer than ``seconds``; a timeout
-    of the block's own (aiohttp's per-read one) goes through unchanged. Our deadline says
-    nothing about the host being down, so the breaker does not count it."""
-    try:
-        async with asyncio.timeout(seconds) as scope:
-            yield
-    except TimeoutError:
-        if scope.expired():
-            raise TransientError(message) from None
-        raise
 
 
 def _require_json(resp: aiohttp.ClientResponse, endpoint: str) -> None:

@@ -28,10 +28,8 @@ from yarl import URL
 from . import completeness
 from .atomicfile import AtomicFile
 from .breaker import CircuitBreaker
-from .client import deadline, translate_http_error
 from .config import Config
 from .errors import (
-    ArchiverError,
     MediaRefusedError,
     PermanentError,
     ProtocolError,
@@ -45,6 +43,7 @@ from .metrics import Metrics
 from .netguard import GuardedResolver, check_media_url
 from .redact import redact_url
 from .retry import RetryPolicy
+from .transport import TRANSPORT_ERRORS, deadline, translated
 
 log = logging.getLogger("archiver.download")
 
@@ -201,34 +200,20 @@ class MediaDownloader:
     async def _request(
         self, state: "_Transfer", out: AtomicFile, offset: int, headers: dict[str, str]
     ) -> list[bytes]:
-        shown = f"media {redact_url(str(state.url))}"
+        what = f"media {redact_url(str(state.url))}"
         limit = self.config.http.header_timeout
         try:
-            async with deadline(limit, f"{shown}: the answer's headers took longer than http.header_timeout ({limit:g}s)"):
-                resp = await self._open(state.url, headers)
-        except ArchiverError:
-            raise
+            with translated(what, on_transient=self._host_failed):
+                async with deadline(limit, f"{what}: the answer's headers took longer than http.header_timeout ({limit:g}s)"):
+                    resp = await self._open(state.url, headers)
         except ValueError as exc:  # a host IDNA cannot encode, a redirect to an unreadable URL
             raise UnsafeInputError(f"media URL cannot be used ({type(exc).__name__}): {redact_url(str(state.url))}") from None
-        except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise self._connection_error(exc, shown) from exc
         async with resp:
             if resp.status < 500 and self.breaker is not None:
                 self.breaker.succeeded()
             await self._check_answer(resp, state, out, offset)
-            try:
+            with translated(what, on_transient=self._host_failed):
                 return await self._stream_body(resp, state, out)
-            except ArchiverError:
-                raise
-            except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
-                raise self._connection_error(exc, shown) from exc
-
-    def _connection_error(self, exc: BaseException, shown: str) -> ArchiverError:
-        """The archiver error for a socket-level failure, counted against the media host."""
-        error = translate_http_error(exc, shown)
-        if isinstance(error, TransientError):
-            self._host_failed(error)
-        return error
 
     def _host_failed(self, error: TransientError) -> None:
         """A connection error, timeout or 5xx counts against the media host; once its breaker
@@ -349,7 +334,7 @@ class MediaDownloader:
                 if held >= chunk_size:
                     await out.write_pieces(pieces)
                     pieces, held = [], 0
-        except (asyncio.TimeoutError, aiohttp.ClientError, OSError):
+        except TRANSPORT_ERRORS:
             # Keep every byte that arrived before the break: the resume starts after them.
             if pieces:
                 await out.write_pieces(pieces)
