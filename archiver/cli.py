@@ -36,6 +36,7 @@ from . import __version__
 from .config import CONFIG_ENV, Config, load_config, spool_root
 from .errors import ArchiverError, ConfigError, UnsafeInputError
 from .ids import SESSION, USER, id_problem
+from .manifest import MANIFEST
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WAITING = 0, 1, 2, 3
 
@@ -548,7 +549,7 @@ def cmd_state(args: argparse.Namespace) -> int:
         print(f"  {result.deleted_from_log} sessions are deleted at the vendor by the audit log but not by their "
               "manifest: the catalog marks them deleted")
     for location, why in result.skipped[:20]:
-        print(f"  skipped {location}: manifest.json {why}")
+        print(f"  skipped {location}: {MANIFEST} {why}")
     for aside in result.set_aside:
         print(f"  unreadable database moved to {aside}")
     return EXIT_OK if not result.skipped else EXIT_FAILED

@@ -37,13 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .archive import now_iso
 from .archive_reader import ArchiveReader, StoredSession
 from .atomicfile import FILE_MODE, fsync_dir
 from .errors import ArchiverError, ConfigError
 from .ids import SESSION, USER
-from .layout import MANIFEST
-from .verify import entry_problem
+from .manifest import MANIFEST, entry_problem, now_iso
 
 CUSTODY = "custody.json"
 README = "README.txt"
@@ -152,7 +150,7 @@ def _export_session(reader: ArchiveReader, tree: _Tree, id_type: str, ext_id: st
     record: dict[str, Any] = {"id": ext_id, "id_type": id_type, "folder": prefix, "files": []}
     stored = reader.session(id_type, ext_id)
     if stored is None:
-        record.update(result="not_found", detail="not in the archive (no usable manifest.json)")
+        record.update(result="not_found", detail=f"not in the archive (no usable {MANIFEST})")
         return record
     manifest = stored.manifest
     deletion = manifest.get("deletion") if isinstance(manifest.get("deletion"), dict) else None
@@ -271,7 +269,7 @@ def _readme(custody: dict[str, Any]) -> str:
         f"{summary['sessions']} session(s), {summary['files_exported']} file(s), {summary['bytes_exported']} bytes.",
         "",
         "Each folder is one call session: its audio (recordings/, voicemail/), the sidecar",
-        "(.json) and transcription files written when it was archived, and manifest.json,",
+        f"(.json) and transcription files written when it was archived, and {MANIFEST},",
         "which lists every file of the session with its size and SHA-256 as archived.",
         "",
         "custody.json records what was exported, from where, when and by whom, each file's",
@@ -293,7 +291,7 @@ def _readme(custody: dict[str, Any]) -> str:
         "    Get-FileHash -Algorithm SHA256 FILE    (Windows PowerShell; compare with SHA256SUMS)",
         "",
         "Every line must say OK. To check a file against the archive's own record, compare its",
-        "SHA-256 with the \"sha256\" of its entry in the session's manifest.json.",
+        f"SHA-256 with the \"sha256\" of its entry in the session's {MANIFEST}.",
         "",
     ]
     return "\n".join(lines)

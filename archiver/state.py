@@ -35,7 +35,8 @@ from .archive_reader import ArchiveReader, StoredSession, reader_for
 from .atomicfile import fsync_dir
 from .catalog import FILE_NAME as CATALOG_FILE, Catalog
 from .config import Config
-from .deletion import AUDIT_LOG_NAME, DELETED, audit_log_path
+from .audit import AUDIT_LOG_NAME, audit_log_path
+from .manifest import DELETED
 from .errors import ArchiverError
 from .store import FILE_NAME as JOBS_FILE, JobStore
 
