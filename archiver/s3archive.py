@@ -28,9 +28,8 @@ from typing import Any
 from .archive import SessionArchiver, SessionResult
 from .config import Config, spool_root
 from .errors import PermanentError
-from .layout import MANIFEST
+from .manifest import MANIFEST, entry_problem
 from .s3 import Bucket, ObjectProblem, file_sha256
-from .verify import entry_problem
 
 log = logging.getLogger("archiver.s3archive")
 

@@ -24,16 +24,13 @@ from datetime import date, datetime, timezone
 from pathlib import PurePosixPath
 from typing import Any, AsyncIterator, TextIO
 
-from .archive import MANIFEST_FORMAT, now_iso
 from .config import Config
 from .errors import ArchiverError
 from .ids import SESSION, USER
-from .layout import MANIFEST, session_dir
+from .layout import session_dir
+from .manifest import MANIFEST, MANIFEST_FORMAT, NO_MANIFEST, entry_problem, now_iso, recordings_deleted
 from .s3 import Bucket, bucket_url, s3_client
-from .verify import (
-    BAD_MANIFEST, EXTRA, MISSING, NO_MANIFEST, SHA256, SIZE, UNREADABLE, SessionReport, VerifyReport, entry_problem,
-    recordings_deleted,
-)
+from .verify import BAD_MANIFEST, EXTRA, MISSING, SHA256, SIZE, UNREADABLE, SessionReport, VerifyReport
 
 log = logging.getLogger("archiver.s3verify")
 
