@@ -11,7 +11,7 @@
     archiver find     --config FILE [filters] [--json|--csv]  search the catalog of archived sessions
     archiver export   --config FILE (--session ID... | filters) (--to DIR | --zip FILE)
     archiver state    backup FILE | rebuild  --config FILE   back up / rebuild the state directory
-    archiver demo     [--dir DIR]            archive a few sessions from the bundled simulator
+    archiver demo     [--dir DIR] [--s3 URL] archive a few sessions from the bundled simulator
     archiver simulate [--api-port N] [--media-port N]   run the simulator on loopback
 
 ``--config`` defaults to ``$ARCHIVER_CONFIG``. Exit codes: 0 success, 1 failure, 2 usage or
@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(state_sub.add_parser("rebuild", help="rebuild the catalog and job store from the archive"))
     demo = sub.add_parser("demo", help="archive a few sessions from the bundled simulator")
     demo.add_argument("--dir", type=Path, default=Path("demo-archive"), help="where to put the demo (default ./demo-archive)")
+    demo.add_argument(
+        "--s3", metavar="URL", default="",
+        help="archive to a bucket: http(s)://host:port/bucket[/prefix] (S3-compatible) or s3://bucket[/prefix] (AWS)",
+    )
     simulate = sub.add_parser("simulate", help="run the Kore.ai simulator on loopback")
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--api-port", type=int, default=8700)
@@ -561,7 +565,7 @@ def cmd_state(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return asyncio.run(run_demo(args.dir))
+    return asyncio.run(run_demo(args.dir, args.s3))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
