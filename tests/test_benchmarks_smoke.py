@@ -67,3 +67,10 @@ def test_latency_bound_and_cpu(tmp_path):
 def test_queue_scale(tmp_path):
     _, figures = run("6", tmp_path)
     assert figures["jobs"] == SMOKE.store_jobs and 0 < figures["status_wall"] < 30
+
+
+def test_s3_upload(tmp_path):
+    _, figures = run("7", tmp_path)
+    assert figures["archiver_wall"] > 0 and 20 < figures["archiver_rss_mib"] < 1000
+    if have("aws"):
+        assert figures["aws_wall"] > 0

@@ -11,8 +11,11 @@
    vs the ideal for that concurrency and vs ``aria2c -j 32 -i urls.txt``
 5. CPU (user + sys) per archived session, measured on scenario 4
 6. ``archiver status`` on a store of 1,000,000 jobs
+7. S3: one 1 GiB recording downloaded into the spool, uploaded to moto's S3 server (a child
+   on loopback) and proven, vs ``aws s3 cp`` of the same file to the same server; peak RSS
 
-curl, jq and aria2c are installed with apt-get when missing (as root, or with sudo). The test
+curl, jq and aria2c are installed with apt-get when missing (as root, or with sudo); awscli
+from PyPI, into its own venv beside the interpreter's (it pins botocore to one release). The test
 data (a few GiB at most) lives in a temporary directory that is removed at the end. Exit
 status 0 when every target is met, 1 otherwise.
 """

@@ -61,19 +61,20 @@ class Scale:
     concurrency: int
     store_jobs: int  # 6
     status_runs: int
+    s3_size: int = 1024 * 1024**2  # 7: one recording through the spool to S3
 
 
 FULL = Scale(
     reps=3, media_size=1024 * MIB, inline_size=512 * MIB,
     api_limit=100, api_window=10.0, api_windows=3,
     sessions=2000, clip_size=256 * 1024, api_latency=0.100, media_latency=0.050, concurrency=32,
-    store_jobs=1_000_000, status_runs=5,
+    store_jobs=1_000_000, status_runs=5, s3_size=1024 * MIB,
 )  # fmt: skip
 SMOKE = Scale(
     reps=1, media_size=4 * MIB, inline_size=1 * MIB,
     api_limit=10, api_window=1.0, api_windows=2,
     sessions=48, clip_size=16 * 1024, api_latency=0.020, media_latency=0.010, concurrency=8,
-    store_jobs=5_000, status_runs=2,
+    store_jobs=5_000, status_runs=2, s3_size=12 * MIB,
 )  # fmt: skip
 
 
@@ -481,6 +482,149 @@ def queue_scale(scale: Scale, work: Path) -> Result:
     return rows, figures
 
 
+# -- 7. S3: through the spool to a local S3 server -------------------------------------------------
+
+S3_KEY_ID, S3_SECRET = "AKIABENCHARCHIVER000", "bench-s3-secret-key"
+S3_BUCKET = "bench-archive"
+
+
+def _s3_env() -> dict[str, str]:
+    return child_env(AWS_ACCESS_KEY_ID=S3_KEY_ID, AWS_SECRET_ACCESS_KEY=S3_SECRET, AWS_DEFAULT_REGION="us-east-1")
+
+
+def _s3tool(*args: str, log: Path) -> None:
+    measured = run_measured([sys.executable, "-m", "tests.benchmarks.s3tool", *args], log=log, env=_s3_env())
+    _check(measured, f"s3tool {args[0]}", log)
+
+
+def aws_cli(install: bool) -> str | None:
+    """The ``aws`` command: on PATH, or in its own venv beside this interpreter's (installed from
+    PyPI when ``install``; its own venv, because awscli pins botocore to one release)."""
+    found = shutil.which("aws")
+    venv = Path(sys.prefix) / "awscli"
+    if found or (venv / "bin" / "aws").exists():
+        return found or str(venv / "bin" / "aws")
+    if not install:
+        return None
+    import subprocess
+
+    print("installing awscli from PyPI into its own venv ...", file=sys.stderr, flush=True)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=False, **quiet)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "awscli"], check=False, **quiet)
+    return str(venv / "bin" / "aws") if (venv / "bin" / "aws").exists() else None
+
+
+def s3_upload(scale: Scale, work: Path) -> Result:
+    """One recording downloaded into the spool, uploaded to moto's S3 server and proven, vs
+    ``aws s3 cp`` of the same file to the same server; peak RSS."""
+    media = work / "media.bin"
+    expected = write_random_file(media, scale.s3_size)
+    log = work / "s3.log"
+    sid = session_ids(1)[0]
+    secret = work / "s3-secret"
+    secret.write_text(S3_SECRET)
+    aws = aws_cli(install=scale is FULL)
+    runs: dict[str, list[Measured]] = {"archiver": [], "aws": []}
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    with server_process(["-m", "tests.benchmarks.server", "--media", str(media)], log=log) as server, \
+            _moto(port, log):
+        _s3tool("create", endpoint, S3_BUCKET, log=log)
+
+        def archiver() -> None:
+            run_dir = fresh_dir(work, "archiver")
+            config = write_config(
+                run_dir, server.ready["url"], kore={"fetch_voicemail": False},
+                archive={"target": "s3"},
+                s3={
+                    "endpoint_url": endpoint, "bucket": S3_BUCKET, "prefix": f"{run_dir.name}/", "addressing_style": "path",
+                    "access_key_id": S3_KEY_ID, "secret_access_key_file": str(secret),
+                    "multipart_threshold": "8MiB",
+                },
+            )
+            measured = archiver_once(config, [sid], log=log)
+            _check(measured, "archiver once", log)
+            left = next(run_dir.joinpath("state").rglob("*.wav"), None)
+            if left is not None:
+                raise RuntimeError(f"the spool still holds {left}")
+            _s3tool("check", endpoint, S3_BUCKET, f"{run_dir.name}/", str(scale.s3_size), expected, log=log)
+            runs["archiver"].append(measured)
+            _remove(run_dir)
+
+        def aws_cp() -> None:
+            key = f"aws-{len(runs['aws'])}/media.bin"
+            measured = run_measured(
+                [aws, "s3", "cp", "--only-show-errors", "--endpoint-url", endpoint, str(media), f"s3://{S3_BUCKET}/{key}"],
+                log=log, env=_s3_env(),
+            )
+            _check(measured, "aws s3 cp", log)
+            runs["aws"].append(measured)
+            _s3tool("delete", endpoint, S3_BUCKET, key, log=log)
+
+        for rep in range(scale.reps):
+            for side in alternate(rep, archiver, aws_cp) if aws else (archiver,):
+                os.sync()
+                side()
+    media.unlink()
+    size = scale.s3_size
+    ours = median([m.wall for m in runs["archiver"]])
+    rss = max(m.peak_rss_mib for m in runs["archiver"])
+    figures: dict[str, Any] = {
+        "size": size, "sha256": expected, "archiver_wall": ours, "archiver_mib_s": size / MIB / ours,
+        "archiver_rss_mib": rss, "archiver_cpu": median([m.cpu for m in runs["archiver"]]),
+        "walls": {side: [round(m.wall, 3) for m in measured] for side, measured in runs.items()},
+    }  # fmt: skip
+    rows = [Row("7", f"peak RSS, one {_mib(size)} recording to S3", f"{rss:.0f} MiB", target="< 150 MB", met=rss * MIB < 150e6)]
+    if aws:
+        theirs = median([m.wall for m in runs["aws"]])
+        figures.update(aws_wall=theirs, aws_mib_s=size / MIB / theirs, aws_rss_mib=max(m.peak_rss_mib for m in runs["aws"]))
+        rows.insert(0, Row(
+            "7", f"one {_mib(size)} recording: download to the spool, upload, prove (vs `aws s3 cp` of the file)",
+            f"{size / MIB / ours:,.0f} MiB/s ({ours:.2f} s)", f"{size / MIB / theirs:,.0f} MiB/s ({theirs:.2f} s)",
+            f"{theirs / ours:.2f}x",
+        ))  # fmt: skip
+    return rows, figures
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _moto:
+    """moto's S3 server as a child on 127.0.0.1:``port`` for the length of a block."""
+
+    def __init__(self, port: int, log: Path) -> None:
+        self.port, self.log = port, log
+
+    def __enter__(self) -> "_moto":
+        import subprocess
+        import time
+
+        with open(self.log, "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=subprocess.DEVNULL, stderr=err, env=child_env(),
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/moto-api/", timeout=2).close()
+                return self
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto's S3 server did not start; see {self.log}") from None
+                time.sleep(0.05)
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
 SCENARIOS: dict[str, Callable[[Scale, Path], Result]] = {
     "0": fixed_cost,
     "1": media_streaming,
@@ -488,4 +632,5 @@ SCENARIOS: dict[str, Callable[[Scale, Path], Result]] = {
     "3": api_bound,
     "4": latency_bound,
     "6": queue_scale,
+    "7": s3_upload,
 }
