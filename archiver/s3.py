@@ -130,9 +130,9 @@ def translated(what: str) -> Iterator[None]:
     except (NoCredentialsError, PartialCredentialsError):
         raise PermanentError(f"{what}: no S3 credentials (set s3.access_key_id or the AWS credential chain)") from None
     except BotoCoreError as exc:
-        raise TransientError(f"{what}: {type(exc).__name__}") from None
+        raise TransientError(f"{what}: the S3 request failed ({type(exc).__name__})") from None
     except (OSError, asyncio.TimeoutError) as exc:
-        raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from None
+        raise TransientError(f"{what}: the S3 request failed ({type(exc).__name__}: {exc})") from None
 
 
 def _is_not_found(exc: Exception) -> bool:

@@ -222,3 +222,33 @@ async def test_object_lock_on_every_object_and_a_locked_object_cannot_be_deleted
         admin.delete_object(Bucket=bucket, Key=key, VersionId=head["VersionId"])
     assert refused.value.response["Error"]["Code"] == "AccessDenied"
     assert admin.head_object(Bucket=bucket, Key=key, VersionId=head["VersionId"])["ContentLength"] == head["ContentLength"]
+
+
+async def test_the_s3_secret_key_reaches_no_log_output_error_or_file(tmp_path, simulator, moto_endpoint):
+    from .conftest import S3_KEY_ID, free_port
+    from .test_service import spawn
+
+    sim = await simulator(voicemail_rate=0.5)
+    bucket = new_bucket(moto_endpoint)
+    config = make_config(tmp_path, sim, **s3_settings(tmp_path, moto_endpoint, bucket))
+    enqueue(config, IDS[:2])
+    proc = await spawn(tmp_path / "archiver.toml", "once")
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    # Then a server that is not there: the failures are reported, without the key.
+    dead = make_config(
+        tmp_path, sim, http__max_attempts=1, **s3_settings(tmp_path, f"http://127.0.0.1:{free_port()}", bucket)
+    )
+    enqueue(dead, IDS[2:4])
+    proc2 = await spawn(tmp_path / "archiver.toml", "once")
+    out2, err2 = await proc2.communicate()
+    assert proc2.returncode != 0 and b"S3" in out2 + err2
+    check = await spawn(tmp_path / "archiver.toml", "check")
+    out3, err3 = await check.communicate()
+    assert check.returncode == 1 and b"FAIL S3" in out3
+    for blob in (out, err, out2, err2, out3, err3):
+        assert S3_SECRET.encode() not in blob
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.name != "s3-secret":
+            assert S3_SECRET.encode() not in path.read_bytes(), path
+    assert S3_KEY_ID.encode() not in err + err2  # not even the key id is logged
