@@ -69,7 +69,7 @@ class ObjectInfo:
     retain_until: datetime | None
     legal_hold: str | None
     version_id: str | None
-    parts: int = 0  # known only when asked for (some servers mark composite checksums no other way)
+    parts: int = 0  # multipart objects only, known when asked for (some servers mark a composite checksum no other way)
 
     def sha256_problem(self, expected_hex: str) -> str | None:
         """Why this object's stored checksum does not prove ``expected_hex``, or None."""
@@ -85,7 +85,7 @@ class ObjectInfo:
     @property
     def composite(self) -> bool:
         """The stored checksum is a multipart object's checksum of its parts' checksums."""
-        return "-" in (self.checksum_sha256 or "") or self.checksum_type == "COMPOSITE" or self.parts > 1
+        return "-" in (self.checksum_sha256 or "") or self.checksum_type == "COMPOSITE" or self.parts >= 1
 
 
 def b64(hex_digest: str) -> str:
