@@ -14,8 +14,10 @@
     archiver demo     [--dir DIR] [--s3 URL] archive a few sessions from the bundled simulator
     archiver simulate [--api-port N] [--media-port N]   run the simulator on loopback
 
-``--config`` defaults to ``$ARCHIVER_CONFIG``. Exit codes: 0 success, 1 failure, 2 usage or
-configuration error, 3 (``once``) sessions left waiting (not ready yet, or to be retried).
+``--config`` defaults to ``$ARCHIVER_CONFIG`` and may stand before or after the command. Exit
+codes: 0 success, 1 failure (or an unexpected error, logged as one line with its traceback),
+2 usage or configuration error, 3 (``once``) sessions left waiting (not ready yet, or to be
+retried), 75 another archiver holds the state directory, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
+import shlex
 import shutil
 import sqlite3
 import sys
@@ -34,21 +38,30 @@ from typing import Any, Sequence
 
 from . import __version__
 from .config import CONFIG_ENV, Config, load_config, spool_root
-from .errors import ArchiverError, ConfigError, UnsafeInputError
+from .errors import ArchiverError, ConfigError, StateLocked, UnsafeInputError
 from .ids import SESSION, USER, id_problem
 from .manifest import MANIFEST
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WAITING = 0, 1, 2, 3
+EXIT_LOCKED = 75  # EX_TEMPFAIL from sysexits.h: another archiver runs; try again later
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head` reports for yes
+
+log = logging.getLogger("archiver.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by tests to check the deploy files' commands)."""
     parser = argparse.ArgumentParser(prog="archiver", description="Archive Kore.ai call recordings and voicemails.")
     parser.add_argument("--version", action="version", version=f"kore-archiver {__version__}")
+    config_help = f"configuration file (default ${CONFIG_ENV})"
+    # A global option, before or after the command: the command's copy has no default of its
+    # own (SUPPRESS), so it does not overwrite a --config given before the command.
+    parser.add_argument("--config", default=os.environ.get(CONFIG_ENV), help=config_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", default=os.environ.get(CONFIG_ENV), help=f"configuration file (default ${CONFIG_ENV})")
+        p.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
         return p
 
     with_config(sub.add_parser("run", help="run the daemon"))
@@ -56,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     once.add_argument("--ids", type=Path, help="a file of ids (any inbox format)")
     once.add_argument("--user", action="store_true", help="the given ids are user ids (recordings by userId)")
     once.add_argument("ids_args", nargs="*", metavar="ID", help="session ids")
+    once.add_argument(
+        "--waiting-ok", action="store_true",
+        help="exit 0, not 3, when sessions are only left waiting (for schedulers that count 3 as failed)",
+    )
     with_config(sub.add_parser("check", help="check configuration, directories and credentials"))
     status = with_config(sub.add_parser("status", help="show the queue"))
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -143,21 +160,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = COMMANDS[args.command]
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be handled
+        return code
     except (ConfigError, UnsafeInputError) as exc:
         print(f"archiver: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StateLocked as exc:
+        print(f"archiver: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     except ArchiverError as exc:
         print(f"archiver: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _broken_pipe()
+    except Exception as exc:  # noqa: BLE001 - the last resort: one log line, not a traceback dump
+        _log_unexpected(exc)
+        return EXIT_FAILED
 
 
-def _config(args: argparse.Namespace, *, need_credentials: bool = True) -> Config:
+def _broken_pipe() -> int:
+    """The reader went away (``archiver status | head``): stop quietly, as ``cat`` would."""
+    # Python flushes stdout again at exit; point it at /dev/null so that flush cannot fail.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
+
+
+def _log_unexpected(exc: BaseException) -> None:
+    """An error no code path expected: one log line, the traceback in its ``exc`` field."""
+    from .config import ObservabilityConfig
+    from .logsetup import has_handler, setup_logging
+
+    if not has_handler():
+        setup_logging(ObservabilityConfig())
+    log.critical("unexpected error (please report it): %s: %s", type(exc).__name__, exc, exc_info=exc)
+
+
+def _config(args: argparse.Namespace, *, need_credentials: bool = True, logs: bool = False) -> Config:
+    """Load the configuration; with ``logs`` set up logging for a long-running command too."""
     if not args.config:
         raise ConfigError("--config", f"no configuration file given (use --config FILE or ${CONFIG_ENV})")
-    return load_config(args.config, need_credentials=need_credentials)
+    config = load_config(args.config, need_credentials=need_credentials)
+    if logs:
+        from .logsetup import setup_logging
+
+        setup_logging(config.observability, _secrets(config))
+        for warning in config.warnings:
+            log.warning("%s", warning)
+    else:
+        for warning in config.warnings:
+            print(f"archiver: warning: {warning}", file=sys.stderr)
+    return config
 
 
 def _secrets(config: Config) -> tuple[str, ...]:
@@ -169,24 +226,20 @@ def _secrets(config: Config) -> tuple[str, ...]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .logsetup import setup_logging
     from .service import Service
 
-    config = _config(args)
-    setup_logging(config.observability, _secrets(config))
+    config = _config(args, logs=True)
     asyncio.run(Service(config, handle_signals=True).run())
     return EXIT_OK
 
 
 def cmd_once(args: argparse.Namespace) -> int:
-    from .logsetup import setup_logging
-
-    config = _config(args)
-    setup_logging(config.observability, _secrets(config))
+    config = _config(args, logs=True)
     id_type = USER if args.user else SESSION
     ids = list(_read_ids(args.ids, id_type)) if args.ids else []
     ids += _checked_ids(args.ids_args, id_type)
-    return asyncio.run(run_once(config, ids, progress=sys.stdout.isatty()))
+    code = asyncio.run(run_once(config, ids, progress=sys.stdout.isatty()))
+    return EXIT_OK if code == EXIT_WAITING and args.waiting_ok else code
 
 
 async def run_once(config: Config, ids: list[tuple[str, str]], *, progress: bool = False) -> int:
@@ -287,7 +340,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .store import JobStore
 
     config = _config(args, need_credentials=False)
-    store = JobStore.open_in(config.daemon.state_dir)
+    store = JobStore.open_existing(config.daemon.state_dir)
     try:
         status = store.status(recent=10)
     finally:
@@ -343,7 +396,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     config = _config(args, need_credentials=False)
     if not (args.failed or args.deferred or args.ids_args):
         raise ConfigError("retry", "say what to retry: --failed, --deferred or ids")
-    store = JobStore.open_in(config.daemon.state_dir)
+    store = JobStore.open_existing(config.daemon.state_dir, read_only=False)
     try:
         count = store.retry(failed=args.failed, deferred=args.deferred, ext_ids=args.ids_args)
     finally:
@@ -425,7 +478,11 @@ def _check_dir(label: str, path: Path, min_free: int) -> tuple[bool, str]:
 def cmd_verify(args: argparse.Namespace) -> int:
     from .verify import run_verify
 
+    from .store import JobStore
+
     config = _config(args, need_credentials=False)
+    if args.requeue:  # before the long read, not after it
+        JobStore.open_existing(config.daemon.state_dir).close()
     return asyncio.run(
         run_verify(
             config, since=args.since, session_id=args.session, requeue=args.requeue, as_json=args.json,
@@ -573,7 +630,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     def ready(sim: Any) -> None:
         print(f"Kore.ai simulator: API {sim.api_url}  media {sim.media_url}  bot {sim.config.bot_id}", flush=True)
-        print(f"client id {sim.config.client_id}, client secret in ARCHIVER_KORE_CLIENT_SECRET of your shell", flush=True)
+        # The simulator's own secret, not a real one: printed so the archiver can be pointed at it.
+        print(f"client id {sim.config.client_id}", flush=True)
+        print(f"client secret {sim.config.client_secret}", flush=True)
+        print(f"  export ARCHIVER_KORE_CLIENT_SECRET={shlex.quote(sim.config.client_secret)}", flush=True)
 
     cfg = SimConfig(rate_limit=args.rate_limit, client_secret=os.environ.get("ARCHIVER_KORE_CLIENT_SECRET", "sim-client-secret"))
     try:

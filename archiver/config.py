@@ -7,6 +7,7 @@ here runs at import time. Errors name the key: ``config: kore.host: ...``.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -143,6 +144,7 @@ class DaemonConfig:
     inbox_max_file_size: int = 256 * 1024**2
     sweep_interval: float = 30.0
     window: str = ""
+    timezone: str = ""
     grace_period: float = 30.0
     max_attempts: int = 8
     defer_delay: float = 600.0
@@ -151,6 +153,7 @@ class DaemonConfig:
     breaker_threshold: int = 5
     breaker_probe_initial: float = 5.0
     breaker_probe_max: float = 300.0
+    inbox_retention: float = 30 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,7 @@ class Config:
     delete: DeleteConfig = field(default_factory=DeleteConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     source: str = ""  # where it was loaded from, for messages
+    warnings: tuple[str, ...] = ()  # said once the log is set up (unknown ARCHIVER_* variables)
 
 
 SECTIONS: dict[str, type] = {
@@ -235,7 +239,7 @@ DURATIONS = {
     "http.backoff_initial", "http.backoff_max", "daemon.inbox_scan_interval",
     "daemon.inbox_settle_time", "daemon.sweep_interval", "daemon.grace_period",
     "daemon.defer_delay", "daemon.not_ready_timeout", "daemon.session_timeout", "daemon.breaker_probe_initial",
-    "daemon.breaker_probe_max", "discovery.interval", "discovery.window",
+    "daemon.breaker_probe_max", "daemon.inbox_retention", "discovery.interval", "discovery.window",
     "discovery.overlap", "discovery.lookback", "verify.sample_interval",
     "kore.vendor_retention", "call_details.rate_window", "call_details.lookup_window", "s3.object_lock_retention",
 }
@@ -343,6 +347,18 @@ def known_env_vars() -> set[str]:
     return names
 
 
+def unknown_env_warnings(env: Mapping[str, str]) -> list[str]:
+    """A line for each ``ARCHIVER_*`` variable that is no setting (a typo), naming the closest."""
+    known = known_env_vars()
+    out = []
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            out.append(f"environment variable {name} is not a setting and is ignored{hint}")
+    return out
+
+
 def load_config(
     path: str | os.PathLike | None, env: Mapping[str, str] | None = None, *, need_credentials: bool = True
 ) -> Config:
@@ -373,7 +389,7 @@ def load_config(
             raise ConfigError(name, "expected a [section] table")
     for name, cls in SECTIONS.items():
         sections[name] = _build_section(name, cls, raw.get(name, {}), env)
-    config = Config(**sections, source=source)
+    config = Config(**sections, source=source, warnings=tuple(unknown_env_warnings(env)))
     config = replace(config, kore=replace(config.kore, client_secret=_resolve_secret(config.kore, env)))
     config = replace(config, s3=replace(config.s3, secret_access_key=_resolve_s3_secret(config, env)))
     validate(config, need_credentials=need_credentials)
@@ -413,6 +429,9 @@ def _resolve_secret(kore: KoreConfig, env: Mapping[str, str]) -> Secret:
                 value = handle.read().strip()
         except OSError as exc:
             raise ConfigError(key, f"cannot read the secret file {file_path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            # The decoder's message quotes the offending byte and its position: never show it.
+            raise ConfigError(key, f"the secret file {file_path} is not UTF-8 text") from None
         if not value:
             raise ConfigError(key, f"the secret file {file_path} is empty")
         return Secret(value)
@@ -471,7 +490,11 @@ _BOT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 def validate(config: Config, *, need_credentials: bool = True) -> None:
     """Check the values that cannot be checked by type alone; raise ConfigError on the first."""
     kore = config.kore
-    parts = urlsplit(kore.host)
+    try:
+        parts = urlsplit(kore.host)
+        parts.port  # noqa: B018 - raises on a port out of range or not a number
+    except ValueError as exc:
+        raise ConfigError("kore.host", f"not a valid URL ({exc}): {kore.host!r}") from None
     if parts.scheme not in {"https", "http"} or not parts.hostname:
         raise ConfigError("kore.host", f"expected an https:// URL, got {kore.host!r}")
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
@@ -536,6 +559,8 @@ def validate(config: Config, *, need_credentials: bool = True) -> None:
         raise ConfigError("daemon.breaker_probe_initial", "must be more than 0")
     if daemon.window:
         _validate_window(daemon.window)
+    if daemon.timezone:
+        _validate_timezone(daemon.timezone)
     discovery = config.discovery
     if not 3600 <= discovery.window < 7 * 86400:
         raise ConfigError("discovery.window", "must be at least 1h and under 7d (the getSessions limit)")
@@ -638,6 +663,15 @@ def _validate_window(expression: str, key: str = "daemon.window") -> None:
         CronTrigger.from_crontab(expression)
     except ValueError as exc:
         raise ConfigError(key, f"not a valid 5-field cron expression: {exc}") from None
+
+
+def _validate_timezone(name: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError("daemon.timezone", f"not a known IANA time zone like 'Europe/Berlin': {name!r}") from None
 
 
 def parse_listen(value: str) -> tuple[str, int]:

@@ -6,6 +6,7 @@ media) with ``raise Mapped(...) from exc``.
 
     ArchiverError
     ├── ConfigError            bad configuration; names the offending key
+    ├── StateLocked            another archiver holds the state directory (exit 75, try later)
     ├── TransientError         worth retrying as is: timeouts, resets, 408, 429, 5xx
     │   ├── RateLimited        429 from the API (carries retry_after, may be None)
     │   ├── DiskFullError      ENOSPC/EDQUOT or below the free-space guard; waits for space
@@ -37,6 +38,10 @@ class ConfigError(ArchiverError):
         super().__init__(f"config: {key}: {problem}")
         self.key = key
         self.problem = problem
+
+
+class StateLocked(ArchiverError):
+    """Another archiver process holds the lock of the state directory."""
 
 
 class TransientError(ArchiverError):

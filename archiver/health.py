@@ -10,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .config import parse_listen
+from .errors import ConfigError
 from .metrics import Metrics
 
 
@@ -37,7 +38,13 @@ class HealthServer:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.close()
+            raise ConfigError(
+                "observability.http_listen", f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
+            ) from None
         sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
         if sockets:
             self.port = sockets[0].getsockname()[1]

@@ -1,5 +1,9 @@
 """Logging: JSON lines for machines, short text for people, secrets scrubbed either way.
 
+Under systemd (``$JOURNAL_STREAM`` names our stderr) every line starts with its syslog
+priority, ``<3>`` for errors and so on, which journald strips and files the line under, so
+``journalctl -p err`` shows the errors. A traceback never spreads over lines: it is a field.
+
 Structured fields travel as ``extra={"kv_session": ..., "kv_kind": ..., "kv_attempt": ...}``
 and come out as top-level JSON keys (without the ``kv_`` prefix). Inside a worker the
 session id, kind and attempt are set once in a context variable and added to every line.
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import sys
 from datetime import datetime, timezone
 from typing import Any
@@ -59,11 +64,46 @@ class TextFormatter(logging.Formatter):
         line = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
         if extras:
             line += f" [{extras}]"
-        if record.exc_text:
-            line += "\n" + record.exc_text
-        elif record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+        trace = record.exc_text or (self.formatException(record.exc_info) if record.exc_info else "")
+        if trace:
+            line += " exc=" + json.dumps(trace, ensure_ascii=False)  # one line, newlines escaped
         return line
+
+
+# logging level -> syslog priority (sd-daemon(3)): journald reads a "<N>" prefix.
+SYSLOG_PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+
+
+class JournalPrefix(logging.Formatter):
+    """Wraps a formatter and puts the line's syslog priority in front of it."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = next((p for level, p in SYSLOG_PRIORITIES if record.levelno >= level), 7)
+        return f"<{priority}>{self.inner.format(record)}"
+
+
+def journal_stream(stream: Any, env: Any = None) -> bool:
+    """True when ``stream`` is the journal connection systemd announced in ``$JOURNAL_STREAM``.
+
+    A child whose stderr was redirected inherits the variable too, hence the device and inode
+    check (as sd_journal_stream_fd's documentation asks).
+    """
+    value = (os.environ if env is None else env).get("JOURNAL_STREAM", "")
+    device, _, inode = value.partition(":")
+    try:
+        st = os.fstat(stream.fileno())
+        return (st.st_dev, st.st_ino) == (int(device), int(inode))
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def has_handler() -> bool:
+    """Whether :func:`setup_logging` has installed its handler."""
+    return any(getattr(h, "_archiver_handler", False) for h in logging.getLogger("archiver").handlers)
 
 
 def setup_logging(obs: ObservabilityConfig, secrets: tuple[str, ...] = (), stream: Any = None) -> logging.Handler:
@@ -71,7 +111,8 @@ def setup_logging(obs: ObservabilityConfig, secrets: tuple[str, ...] = (), strea
     stream = stream or sys.stderr
     use_json = obs.log_format == "json" or (obs.log_format == "auto" and not _isatty(stream))
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
+    formatter: logging.Formatter = JsonFormatter() if use_json else TextFormatter()
+    handler.setFormatter(JournalPrefix(formatter) if journal_stream(stream) else formatter)
     handler.addFilter(RedactingFilter(secrets))
     root = logging.getLogger("archiver")
     for old in list(root.handlers):

@@ -36,7 +36,7 @@ class Metrics:
         self.queue = Gauge("archiver_queue_jobs", "Jobs in the store, by state", ["state"], registry=r)
         self.oldest_pending_age = Gauge(
             "archiver_oldest_pending_age_seconds",
-            "Age of the oldest job not yet archived (pending, deferred or running); 0 when none", registry=r,
+            "Age of the oldest pending job (queued, waiting for a worker); 0 when none", registry=r,
         )
         self.download_seconds = Histogram(
             "archiver_download_duration_seconds", "Time to download one media file",

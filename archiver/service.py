@@ -24,6 +24,7 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from . import __version__
 from .analytics import AnalyticsClient
 from .breaker import Breakers
 from .archive import SessionArchiver
@@ -31,7 +32,7 @@ from .client import KoreClient, api_session
 from .config import Config
 from .discovery import Discovery
 from .download import MediaDownloader, media_session
-from .errors import ArchiverError
+from .errors import ArchiverError, StateLocked
 from .health import HealthServer
 from .inbox import Inbox, InboxSettings
 from .metrics import Metrics
@@ -63,7 +64,7 @@ class StateLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise ArchiverError(f"another archiver is already running on {self.path.parent}") from None
+            raise StateLocked(f"another archiver is already running on {self.path.parent}{_holder(self.path)}") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
@@ -72,6 +73,15 @@ class StateLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _holder(path: Path) -> str:
+    """`` (pid N)`` of the lock's holder, as it wrote it, or nothing."""
+    try:
+        pid = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (pid {pid})" if pid.isdigit() else ""
 
 
 class Service:
@@ -136,6 +146,12 @@ class Service:
     async def _start(self, stack: AsyncExitStack) -> None:
         config = self.config
         self._started = time.time()
+        # First, so that a port in use is one clear line before any work starts.
+        if self.serve_http and config.observability.http_listen:
+            self.health_server = HealthServer(config.observability.http_listen, self.metrics, self.health, self.degraded)
+            await self.health_server.start()
+            stack.push_async_callback(self.health_server.close)
+        self._log_start()
         self.store = JobStore.open_in(config.daemon.state_dir)
         stack.callback(self.store.close)
         recovered = self.store.recover_running()
@@ -173,10 +189,6 @@ class Service:
             self.store,
         )
         await self.scan_inbox()
-        if self.serve_http and config.observability.http_listen:
-            self.health_server = HealthServer(config.observability.http_listen, self.metrics, self.health, self.degraded)
-            await self.health_server.start()
-            stack.push_async_callback(self.health_server.close)
         if not self.burst:
             self._start_scheduler(stack)
         if self.handle_signals:
@@ -200,6 +212,24 @@ class Service:
         paused.labels("outage").set_function(lambda: 1.0 if pool.outage() else 0.0)
         paused.labels("disk").set_function(lambda: 1.0 if pool.disk_paused() else 0.0)
         paused.labels("rate_limit").set_function(lambda: 1.0 if client.limiter.paused() else 0.0)
+
+    def _log_start(self) -> None:
+        """The start-up line: what runs, from which file, where it listens, how fast it may go."""
+        config = self.config
+        listen = "not served"
+        if self.health_server is not None:
+            listen = f"{self.health_server.host}:{self.health_server.port}"
+        log.info(
+            "kore-archiver %s starting (%s): config %s, listening on %s, %d workers, "
+            "API budget %d requests per %gs",
+            __version__, "once" if self.burst else "daemon", config.source, listen, config.daemon.concurrency,
+            config.kore.requests_per_minute, config.kore.rate_window,
+            extra={
+                "kv_version": __version__, "kv_config": config.source, "kv_listen": listen,
+                "kv_concurrency": config.daemon.concurrency, "kv_budget": config.kore.requests_per_minute,
+                "kv_budget_window": config.kore.rate_window,
+            },
+        )
 
     def _start_scheduler(self, stack: AsyncExitStack) -> None:
         daemon = self.config.daemon

@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple, Self
+from urllib.parse import quote
 
 from . import ids
 from .errors import ConfigError, UnsafeInputError
@@ -265,16 +266,21 @@ def _now(now: float | None) -> float:
 class JobStore:
     """The job queue in one SQLite file; safe to share between threads and processes."""
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0, read_only: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         # isolation_level=None: transactions are begun and ended explicitly below, so that a
         # write always takes the write lock up front (BEGIN IMMEDIATE) and cannot deadlock
-        # upgrading a read lock while another process writes.
-        self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+        # upgrading a read lock while another process writes. mode=ro never creates the file.
+        target = f"file:{quote(str(self.path.absolute()))}?mode=ro" if read_only else str(self.path)
+        self._conn = sqlite3.connect(
+            target, timeout=busy_timeout, isolation_level=None, check_same_thread=False, uri=read_only
+        )
         try:
-            self._setup()
+            self._check_schema() if read_only else self._setup()
         except BaseException:
             self._conn.close()
             raise
@@ -283,6 +289,39 @@ class JobStore:
     def open_in(cls, state_dir: str | os.PathLike[str], **kwargs: Any) -> JobStore:
         """Open (creating if needed) the store of a state directory."""
         return cls(Path(state_dir) / FILE_NAME, **kwargs)
+
+    @classmethod
+    def open_existing(cls, state_dir: str | os.PathLike[str], *, read_only: bool = True, **kwargs: Any) -> JobStore:
+        """Open the store of a state directory that must already hold one.
+
+        For the operator's commands: a typo in ``daemon.state_dir`` is reported instead of
+        answered from a new, empty store, and a command run as root never creates a database
+        the service's user then cannot write.
+        """
+        path = Path(state_dir) / FILE_NAME
+        if not path.is_file():
+            raise ConfigError(
+                "daemon.state_dir", f"no job store at {path}: check the path (has an archiver run with it yet?)"
+            )
+        return cls(path, read_only=read_only, **kwargs)
+
+    def _check_schema(self) -> None:
+        """For a read-only connection: the file is a job store this archiver can read."""
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ConfigError(
+                "daemon.state_dir",
+                f"the job store has schema version {version}; this archiver knows up to {SCHEMA_VERSION}",
+            )
+
+    def data_version(self) -> int:
+        """SQLite's change counter: it moves when another connection (another process) commits.
+
+        Cheap (no file read when nothing changed); the daemon polls it to see ``enqueue`` and
+        ``retry`` from the command line at once instead of at the next sweep.
+        """
+        with self._lock:
+            return self._conn.execute("PRAGMA data_version").fetchone()[0]
 
     def _setup(self) -> None:
         mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]

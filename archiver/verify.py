@@ -474,7 +474,7 @@ async def run_verify(
 
 
 def _requeue_in_store(config: Config, report: VerifyReport) -> None:
-    with JobStore.open_in(config.daemon.state_dir) as store:
+    with JobStore.open_existing(config.daemon.state_dir, read_only=False) as store:
         requeue(report, store)
 
 

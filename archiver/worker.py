@@ -75,7 +75,7 @@ class WorkerPool:
         self.store = store
         self.archiver = archiver
         self.metrics = metrics
-        self.window = window or Window(config.daemon.window)
+        self.window = window or Window(config.daemon.window, config.daemon.timezone)
         self.clock = clock
         self.wake = asyncio.Event()
         self.stats = PoolStats()

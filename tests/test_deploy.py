@@ -789,3 +789,24 @@ def test_kubernetes_account_overlay_builds_on_the_base() -> None:
         result = run([kubectl, "kustomize", str(ACCOUNT_OVERLAY)])
         assert result.returncode == 0, result.stderr
         assert "kore-archiver-acme" in result.stdout and "ARCHIVER_S3_SECRET_ACCESS_KEY_FILE" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Exit codes the schedulers must read the archiver's way
+
+
+@pytest.mark.parametrize("unit", ["archiver.service", "archiver@.service"])
+def test_a_configuration_error_is_not_restarted_forever(unit: str) -> None:
+    """Exit 2 means a bad configuration: restarting every RestartSec cannot fix it."""
+    assert "2" in unit_value(SYSTEMD / unit, "RestartPreventExitStatus").split()
+
+
+def test_sessions_left_waiting_do_not_fail_the_timer_unit() -> None:
+    """``once`` exits 3 when sessions are only waiting for the vendor; that is a success."""
+    assert "3" in unit_value(SYSTEMD / "archiver-once.service", "SuccessExitStatus").split()
+
+
+def test_sessions_left_waiting_do_not_fail_the_cronjob() -> None:
+    (cronjob,) = load_yaml(CRONJOB)
+    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["args"][0] == "once" and "--waiting-ok" in container["args"]

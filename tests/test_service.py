@@ -270,7 +270,7 @@ async def test_second_archiver_on_the_same_state_dir_is_refused(tmp_path, simula
     await service.ready.wait()
     proc = await spawn(tmp_path / "archiver.toml", "once")
     _, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 1 and b"already running" in err
+    assert proc.returncode == 75 and b"already running" in err
     service.stop()
     await task
 
