@@ -35,6 +35,7 @@ from .download import MediaDownloader, media_session
 from .errors import ArchiverError, StateLocked
 from .health import HealthServer
 from .inbox import Inbox, InboxSettings
+from .inbox_retention import prune_processed
 from .metrics import Metrics
 from .sdnotify import Notifier
 from .store import JobStore
@@ -46,6 +47,8 @@ STATES = ("pending", "running", "deferred", "done", "failed")
 # long after the cancel (a thread stuck in a system call, say) is left behind: stopping is
 # bounded by daemon.grace_period plus this.
 CANCEL_DEADLINE = 10.0
+INBOX_PRUNE_INTERVAL = 3600.0  # seconds between cleanings of inbox/processed/
+STORE_POLL_INTERVAL = 1.0  # seconds between looks for commits by other processes
 # FileOutcome.disposition -> the outcome label of archiver_inbox_files_total.
 INBOX_OUTCOME_LABELS = {"processed": "processed", "rejected": "rejected", "moved_aside": "quarantined"}
 
@@ -189,8 +192,11 @@ class Service:
             self.store,
         )
         await self.scan_inbox()
+        await self.prune_inbox()
         if not self.burst:
             self._start_scheduler(stack)
+            watcher = asyncio.create_task(self._watch_store())
+            stack.callback(watcher.cancel)
         if self.handle_signals:
             self._install_signals(stack)
         if self.notifier.watchdog_interval:
@@ -238,6 +244,9 @@ class Service:
                           id="inbox", max_instances=1, coalesce=True)
         scheduler.add_job(self.sweep, "interval", seconds=daemon.sweep_interval,
                           id="sweep", max_instances=1, coalesce=True)
+        if self.config.daemon.inbox_retention > 0:
+            scheduler.add_job(self.prune_inbox, "interval", seconds=INBOX_PRUNE_INTERVAL,
+                              id="inbox-retention", max_instances=1, coalesce=True)
         if self.config.discovery.enabled:
             scheduler.add_job(self.discover, "interval", seconds=self.config.discovery.interval,
                               id="discovery", max_instances=1, coalesce=True, next_run_time=datetime.now(timezone.utc))
@@ -305,6 +314,13 @@ class Service:
             self.pool.notify()
         return accepted
 
+    async def prune_inbox(self) -> None:
+        """Remove what inbox/processed/ has kept for longer than daemon.inbox_retention."""
+        try:
+            await asyncio.to_thread(prune_processed, self.config.daemon.inbox_dir, self.config.daemon.inbox_retention)
+        except OSError as exc:
+            log.error("cannot clean %s/processed: %s", self.config.daemon.inbox_dir, exc)
+
     async def sweep(self) -> None:
         """Wake workers for jobs that fell due and publish queue counts."""
         self._last_tick = time.time()
@@ -345,6 +361,24 @@ class Service:
     def _status_line(self, counts: dict[str, int] | None = None) -> str:
         counts = counts if counts is not None else (self.store.counts() if self.store else {})
         return " ".join(f"{state}={counts.get(state, 0)}" for state in STATES)
+
+    async def _watch_store(self) -> None:
+        """Wake the workers within a second of a commit by another process.
+
+        ``archiver retry`` and ``enqueue --force`` write the store from the command line; the
+        operator expects them to act now, not at the next sweep. SQLite's data_version moves
+        exactly when another connection commits, and reading it costs no I/O when nothing did.
+        """
+        assert self.store is not None
+        store = self.store
+        seen = await asyncio.to_thread(store.data_version)
+        while True:
+            await asyncio.sleep(STORE_POLL_INTERVAL)
+            version = await asyncio.to_thread(store.data_version)
+            if version != seen:
+                seen = version
+                if self.pool is not None:
+                    self.pool.notify()
 
     async def _watchdog(self, interval: float) -> None:
         while True:

@@ -295,3 +295,92 @@ def test_daemon_timezone_is_a_key_with_an_override_and_is_checked(tmp_path: Path
     assert config.daemon.timezone == "Asia/Tokyo"
     with pytest.raises(ConfigError, match="daemon.timezone"):
         load_config(path, env={"ARCHIVER_DAEMON_TIMEZONE": "Mars/Olympus"}, need_credentials=False)
+
+
+# -- the command line reaches a running daemon at once -------------------------------------------
+
+
+async def test_retry_and_enqueue_force_take_effect_in_a_running_daemon_within_seconds(tmp_path, simulator):
+    import time
+
+    from archiver.service import Service
+
+    sim = await simulator(voicemail_rate=0.0)
+    sim.config.sessions[SESSION] = SessionSpec(
+        recordings=[MediaSpec("r.wav", 5000, 1)], voicemails=[], transcript_texts=[], v2_status="failed"
+    )
+    # Sweeps and inbox scans an hour apart: only the store watch can wake the workers.
+    config = make_config(tmp_path, sim, daemon__sweep_interval="1h", daemon__inbox_scan_interval="1h", daemon__max_attempts=1)
+    config_path = str(tmp_path / "archiver.toml")
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        store.enqueue([("session", SESSION)])
+    service = Service(config)
+    task = asyncio.create_task(service.run())
+
+    def state() -> str:
+        with JobStore.open_in(config.daemon.state_dir) as store:
+            return store.get("session", SESSION).state
+
+    async def wait_state(wanted: str, seconds: float) -> float:
+        started = time.monotonic()
+        while state() != wanted:
+            assert time.monotonic() - started < seconds, f"still {state()} after {seconds}s"
+            await asyncio.sleep(0.05)
+        return time.monotonic() - started
+
+    try:
+        await asyncio.wait_for(service.ready.wait(), 30)
+        await wait_state("failed", 20)
+        sim.config.sessions[SESSION].v2_status = "success"
+        result = await asyncio.to_thread(run, "retry", "--failed", "--config", config_path)
+        assert result.returncode == 0, result.stderr
+        assert await wait_state("done", 5) < 5
+        result = await asyncio.to_thread(run, "enqueue", "--force", "--config", config_path, SESSION)
+        assert result.returncode == 0, result.stderr
+        archived_before = service.pool.stats.done
+        started = time.monotonic()
+        while service.pool.stats.done == archived_before:
+            assert time.monotonic() - started < 5, "enqueue --force not taken up"
+            await asyncio.sleep(0.05)
+    finally:
+        service.stop()
+        await task
+
+
+# -- inbox/processed/ retention ------------------------------------------------------------------
+
+
+def _inbox_history(inbox: Path) -> dict[str, Path]:
+    import time as _time
+
+    def stamp(days_ago: float) -> str:
+        return _time.strftime("%Y%m%dT%H%M%SZ", _time.gmtime(_time.time() - days_ago * 86400))
+
+    files = {
+        "old": inbox / "processed" / f"{stamp(40)}-ids.txt",
+        "old_report": inbox / "processed" / f"{stamp(40)}-ids.txt.report.txt",
+        "recent": inbox / "processed" / f"{stamp(3)}-ids.txt",
+        "old_rejected": inbox / "rejected" / f"{stamp(40)}-junk.json",
+    }
+    for path in files.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("6914a3c0aa01bb02cc030001\n")
+    return files
+
+
+def test_processed_inbox_files_are_removed_after_the_retention_time(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    files = _inbox_history(tmp_path / "inbox")
+    result = run("once", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert not files["old"].exists() and not files["old_report"].exists()
+    assert files["recent"].exists()
+    assert files["old_rejected"].exists()  # rejected/ needs a look: never emptied
+
+
+def test_inbox_retention_zero_keeps_everything(tmp_path: Path) -> None:
+    path = write_config(tmp_path, daemon={"inbox_retention": "0"})
+    files = _inbox_history(tmp_path / "inbox")
+    result = run("once", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert all(p.exists() for p in files.values())
