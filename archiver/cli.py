@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
-from .config import CONFIG_ENV, Config, load_config, spool_root
+from .config import CONFIG_ENV, Config, format_size, load_config, spool_root
 from .errors import ArchiverError, ConfigError, StateLocked, UnsafeInputError
 from .ids import SESSION, USER, id_problem
 from .manifest import MANIFEST
@@ -262,7 +262,7 @@ async def run_once(config: Config, ids: list[tuple[str, str]], *, progress: bool
             ticker.cancel()
     counts = _counts(config)
     print(
-        f"archived {stats.done} sessions ({_human(stats.bytes)}), failed {stats.failed}, "
+        f"archived {stats.done} sessions ({format_size(stats.bytes)}), failed {stats.failed}, "
         f"deferred {stats.deferred}; queue: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
     )
     for ext_id, reason in stats.failures[:20]:
@@ -284,7 +284,7 @@ async def _progress(service: Any) -> None:
         pending = service.store.counts().get("pending", 0)
         total = stats.done + stats.failed + stats.deferred + pending + service.pool.active
         rate = stats.bytes / max(time.monotonic() - started, 0.001)
-        sys.stdout.write(f"\r{stats.done}/{total} sessions  {_human(stats.bytes)}  {_human(rate)}/s   ")
+        sys.stdout.write(f"\r{stats.done}/{total} sessions  {format_size(stats.bytes)}  {format_size(rate)}/s   ")
         sys.stdout.flush()
 
 
@@ -296,14 +296,6 @@ def _counts(config: Config) -> dict[str, int]:
         return store.counts()
     finally:
         store.close()
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000:
-            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1000
-    return f"{size:.1f} TB"
 
 
 def _checked_ids(values: Sequence[str], id_type: str) -> list[tuple[str, str]]:
@@ -468,17 +460,16 @@ def _check_dir(label: str, path: Path, min_free: int) -> tuple[bool, str]:
         return False, f"{label} directory {path} is not writable: {exc.strerror or exc}"
     free = shutil.disk_usage(path).free
     if free < min_free:
-        return False, f"{label} directory {path}: only {_human(free)} free (archive.min_free_space is {_human(min_free)})"
-    return True, f"{label} directory {path} is writable, {_human(free)} free"
+        return False, f"{label} directory {path}: only {format_size(free)} free (archive.min_free_space is {format_size(min_free)})"
+    return True, f"{label} directory {path} is writable, {format_size(free)} free"
 
 
 # -- verify -------------------------------------------------------------------------------------
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import run_verify
-
     from .store import JobStore
+    from .verify import run_verify
 
     config = _config(args, need_credentials=False)
     if args.requeue:  # before the long read, not after it
@@ -573,7 +564,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                     log_path=config.daemon.state_dir / EXPORT_LOG_NAME, bot_id=config.kore.bot_id)
     summary = result.custody["summary"]
     print(f"exported {summary['sessions']} sessions, {summary['files_exported']} files "
-          f"({_human(summary['bytes_exported'])}) to {result.destination}")
+          f"({format_size(summary['bytes_exported'])}) to {result.destination}")
     for session in result.custody["sessions"]:
         if session["result"] == "not_found":
             print(f"  not found {session['id']}: {session['detail']}")
@@ -593,7 +584,7 @@ def cmd_state(args: argparse.Namespace) -> int:
     if args.state_command == "backup":
         result = state.backup(config, args.file)
         print(f"backed up {config.daemon.state_dir} to {result.path}: "
-              + ", ".join(f"{name} ({_human(size)})" for name, size in result.members))
+              + ", ".join(f"{name} ({format_size(size)})" for name, size in result.members))
         return EXIT_OK
     from .service import StateLock
 

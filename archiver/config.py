@@ -291,6 +291,16 @@ def parse_size(key: str, value: Any) -> int:
     return size
 
 
+def format_size(size: float) -> str:
+    """A size for people, in the IEC units the configuration takes: ``512 B``, ``1.5 MiB``."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
 def _coerce(key: str, field_type: Any, value: Any, from_env: bool) -> Any:
     """Turn a TOML (or environment string) value into the field's type."""
     if key in DURATIONS:

@@ -28,7 +28,7 @@ from yarl import URL
 from . import completeness
 from .atomicfile import AtomicFile
 from .breaker import CircuitBreaker
-from .config import Config
+from .config import Config, format_size
 from .errors import (
     MediaRefusedError,
     PermanentError,
@@ -328,7 +328,7 @@ class MediaDownloader:
                         f"({self.media.min_rate} bytes/s over {floor.window:g}s)"
                     )
                 if out.size + held > cap:
-                    raise TooLargeError(f"media is over media.max_file_size ({cap} bytes)")
+                    raise TooLargeError(f"media is over media.max_file_size ({format_size(cap)})")
                 if state.total is not None and out.size + held > state.total:
                     raise ProtocolError("media body is longer than its Content-Length")
                 if held >= chunk_size:

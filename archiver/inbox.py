@@ -36,6 +36,7 @@ from typing import BinaryIO, NamedTuple
 
 from . import ids
 from .atomicfile import fsync_dir
+from .config import format_size
 from .errors import UnparseableFile, UnsafeInputError  # UnparseableFile is raised from here
 from .store import EnqueueResult, JobStore
 
@@ -723,7 +724,8 @@ class Inbox:
         return now - first >= settle
 
     def _oversize(self, size: int) -> str:
-        return f"larger than the inbox size limit ({size} > {self.settings.max_file_size} bytes)"
+        limit = self.settings.max_file_size
+        return f"larger than the inbox size limit ({format_size(size)} > {format_size(limit)}, daemon.inbox_max_file_size)"
 
     def _open(self, path: Path) -> tuple[int, os.stat_result]:
         """Open a regular file without following a link or blocking on a FIFO.

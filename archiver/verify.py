@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Iterator, TextIO
 
 from .audit import deleted_in_audit_log
-from .config import Config
+from .config import Config, format_size
 from .ids import SESSION
 from .layout import id_type_of, session_dir, session_dirs
 from .manifest import MANIFEST, NO_MANIFEST, exists as manifest_exists, entry_problem, is_work_file, now_iso, read_manifest, recordings_deleted
@@ -153,7 +153,7 @@ class VerifyReport:
         intact = self.sessions_checked - len(self.damaged)
         text = (
             f"verified {self.sessions_checked} session(s), {self.files_checked} file(s), "
-            f"{_human_bytes(self.bytes_checked)} under {self.root / self.bot_id}: {intact} intact, "
+            f"{format_size(self.bytes_checked)} under {self.root / self.bot_id}: {intact} intact, "
             f"{len(self.damaged)} damaged ({self.problem_count} problem(s))"
         )
         if self.unfinished:
@@ -476,15 +476,6 @@ async def run_verify(
 def _requeue_in_store(config: Config, report: VerifyReport) -> None:
     with JobStore.open_existing(config.daemon.state_dir, read_only=False) as store:
         requeue(report, store)
-
-
-def _human_bytes(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{count} B"
 
 
 __all__ = [

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from .archive import SessionArchiver, SessionResult
-from .config import Config
+from .config import Config, format_size
 from .breaker import Breakers
 from .errors import (
     ArchiverError,
@@ -190,7 +190,9 @@ class WorkerPool:
                 self._disk_warned = False
             return False
         if not self._disk_warned:
-            log.error("archive has %d bytes free, below archive.min_free_space (%d): pausing", free, minimum)
+            log.error(
+                "archive has %s free, below archive.min_free_space (%s): pausing", format_size(free), format_size(minimum)
+            )
             self._disk_warned = True
         return True
 

@@ -384,3 +384,25 @@ def test_inbox_retention_zero_keeps_everything(tmp_path: Path) -> None:
     result = run("once", "--config", str(path))
     assert result.returncode == 0, result.stderr
     assert all(p.exists() for p in files.values())
+
+
+# -- one unit system for sizes -------------------------------------------------------------------
+
+
+def test_sizes_are_shown_in_the_iec_units_the_configuration_takes() -> None:
+    from archiver.config import format_size, parse_size
+
+    assert format_size(512) == "512 B"
+    assert format_size(1536) == "1.5 KiB"
+    assert format_size(parse_size("k", "64MiB")) == "64.0 MiB"
+    assert format_size(parse_size("k", "4GiB")) == "4.0 GiB"
+
+
+async def test_once_summary_counts_bytes_in_iec_units(tmp_path, simulator):
+    sim = await simulator(voicemail_rate=0.0, min_size=300_000, max_size=300_000)
+    make_config(tmp_path, sim)
+    result = await asyncio.to_thread(run, "once", "--config", str(tmp_path / "archiver.toml"), SESSION)
+    assert result.returncode == 0, result.stderr
+    summary = result.stdout.strip().splitlines()[0]
+    assert "KiB" in summary or "MiB" in summary, summary
+    assert " KB" not in result.stdout and " MB" not in result.stdout
