@@ -29,12 +29,13 @@ import logging
 import os
 import shlex
 import shutil
+import socket
 import sqlite3
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from . import __version__
 from .config import CONFIG_ENV, Config, format_size, load_config, spool_root
@@ -432,21 +433,101 @@ async def run_check(config: Config, out: Any = None) -> int:
     except (ArchiverError, OSError, sqlite3.Error) as exc:
         line(False, f"cannot open the job store in {config.daemon.state_dir}: {exc}")
         store = None
+    if store is not None:
+        line(*_check_store_writable(store))
+    line(*_check_listen(config))
     try:
         async with api_session(config) as http:
             client = KoreClient(config, http, store=store)
             client.retry = type(client.retry)(max_attempts=1)
             token = client.signer.token()
             line(bool(token), "signed a JWT (HS256) with the client secret")
-            answer = await client.probe()
-            line(True, f"the API at {config.kore.origin} accepted the credentials and scope (status {answer.status})")
+            for good, text in await _probe_scopes(config, client, store):
+                line(good, text)
     except ArchiverError as exc:
         line(False, f"API call failed: {exc}")
     finally:
         if store is not None:
             store.close()
+    if config.delete.enabled:
+        print(
+            "note scope 'Delete Recordings' (delete.enabled) cannot be probed without deleting a recording; "
+            "the first deletion shows whether it is mapped", file=out,
+        )
     print("the service can start" if ok else "the service cannot start: fix the lines marked FAIL", file=out)
     return EXIT_OK if ok else EXIT_FAILED
+
+
+PROBE_SESSION = "000000000000000000000000"  # a session id no account has
+
+
+async def _probe_scopes(config: Config, client: Any, store: Any) -> list[tuple[bool, str]]:
+    """One call per API scope the configuration uses, for a session that does not exist.
+
+    A 401 names a scope the app lacks; any other answer (even "no such session") shows the
+    call got past authentication and scope. Delete is not probed: the only probe is a delete.
+    """
+    from datetime import timedelta
+
+    from .analytics import AnalyticsClient
+    from .errors import AuthError, TransientError
+
+    analytics = AnalyticsClient(client, ledger=store)
+    now = datetime.now(timezone.utc)
+    probes: list[tuple[str, str, Callable[[], Awaitable[Any]]]] = []
+    if config.kore.fetch_recordings:
+        probes.append(("SmartAssist Recordings", "recordings", lambda: client.recordings_v2(SESSION, PROBE_SESSION)))
+    if config.kore.fetch_voicemail:
+        probes.append(("SmartAssist Voicemail", "voicemail", lambda: client.voicemail(PROBE_SESSION)))
+    if config.discovery.enabled:
+        probes.append((
+            "Bot Sessions", "discovery",
+            lambda: analytics.get_sessions(now - timedelta(hours=1), now, skip=0, limit=1),
+        ))
+    if config.kore.fetch_transcripts:
+        probes.append(("Chat History", "transcripts", lambda: analytics.get_messages([PROBE_SESSION], skip=0, limit=1)))
+    results = []
+    for scope, used_by, call in probes:
+        what = f"scope {scope!r} ({used_by})"
+        try:
+            await call()
+            results.append((True, f"{what}: the API at {config.kore.origin} accepted the credentials and scope"))
+        except (AuthError, TransientError) as exc:
+            results.append((False, f"{what}: API call failed: {exc}"))
+        except ArchiverError as exc:
+            results.append((True, f"{what}: accepted the credentials and scope (answered: {exc})"))
+    return results
+
+
+def _check_store_writable(store: Any) -> tuple[bool, str]:
+    """The job store takes a write from the user running check (the service's user, we hope)."""
+    try:
+        store.check_writable()
+    except sqlite3.Error as exc:
+        return False, f"the job store {store.path} is not writable by uid {os.geteuid()}: {exc}"
+    return True, f"the job store {store.path} is writable by uid {os.geteuid()}"
+
+
+def _check_listen(config: Config) -> tuple[bool, str]:
+    """observability.http_listen can be bound (or is bound by the archiver running now)."""
+    from .config import parse_listen
+    from .service import StateLock
+
+    if not config.observability.http_listen:
+        return True, "observability.http_listen is empty: no /healthz or /metrics"
+    host, port = parse_listen(config.observability.http_listen)
+    holder = StateLock(config.daemon.state_dir).holder()
+    if holder:
+        return True, f"observability.http_listen {host}:{port}: not tried, the archiver running now{holder} serves it"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        return False, f"observability.http_listen {host}:{port} cannot be bound: {exc.strerror or exc}"
+    return True, f"observability.http_listen {host}:{port} can be bound"
 
 
 def _check_dir(label: str, path: Path, min_free: int) -> tuple[bool, str]:

@@ -72,6 +72,20 @@ class StateLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
+    def holder(self) -> str:
+        """`` (pid N)`` when another process holds the lock now, else ``""``; takes nothing."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return ""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder(self.path) or " (pid unknown)"
+        finally:
+            os.close(fd)
+        return ""
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)

@@ -314,6 +314,12 @@ class JobStore:
                 f"the job store has schema version {version}; this archiver knows up to {SCHEMA_VERSION}",
             )
 
+    def check_writable(self) -> None:
+        """Take the write lock and let it go (``archiver check``); raises sqlite3.Error when the
+        file or its directory cannot be written by this process's user."""
+        with self._write():
+            self._conn.execute("UPDATE meta SET value = value WHERE 0")
+
     def data_version(self) -> int:
         """SQLite's change counter: it moves when another connection (another process) commits.
 

@@ -30,7 +30,7 @@ async def test_check_fails_clearly_on_a_bad_secret(tmp_path, simulator):
     config = load_config(tmp_path / "archiver.toml", env={"ARCHIVER_KORE_CLIENT_SECRET": "not-the-secret"})
     out = io.StringIO()
     assert await run_check(config, out) == 1
-    assert "FAIL API call failed: v2_recordings: HTTP 401: Invalid JWT token" in out.getvalue()
+    assert "FAIL scope 'SmartAssist Recordings' (recordings): API call failed: v2_recordings: HTTP 401: Invalid JWT token" in out.getvalue()
     assert "not-the-secret" not in out.getvalue()
 
 
@@ -69,3 +69,69 @@ async def test_check_command_line_exit_codes(tmp_path, simulator):
     )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1 and b"Invalid JWT token" in out
+
+
+async def test_check_probes_every_scope_the_configuration_uses(tmp_path, simulator):
+    """Each scope in use is asked once; the one the app lacks is the line marked FAIL."""
+    sim = await simulator(scopes=frozenset({"SmartAssist Recordings", "Bot Sessions", "Delete Recordings"}))
+    config = make_config(
+        tmp_path, sim, kore__fetch_transcripts=True, discovery__enabled=True, delete__enabled=True,
+    )
+    out = io.StringIO()
+    assert await run_check(config, out) == 1
+    lines = out.getvalue().splitlines()
+    status = {scope: line[:4] for line in lines for scope in (
+        "SmartAssist Recordings", "SmartAssist Voicemail", "Bot Sessions", "Chat History") if f"scope '{scope}'" in line}
+    assert status == {
+        "SmartAssist Recordings": "ok  ", "SmartAssist Voicemail": "FAIL", "Bot Sessions": "ok  ", "Chat History": "FAIL",
+    }
+    assert any(line.startswith("note scope 'Delete Recordings'") and "cannot be probed" in line for line in lines)
+    asked = {(r.method, r.path.rsplit("/", 1)[-1]) for r in sim.requests if r.server == "api"}
+    assert {("GET", "recordings"), ("GET", "voicemail"), ("POST", "getSessions")} <= asked
+    assert any(path == "getMessagesV2" for _, path in asked)
+    assert ("DELETE", "recordings") not in asked  # never probed by deleting
+
+
+async def test_check_says_when_http_listen_cannot_be_bound(tmp_path, simulator):
+    import socket
+
+    sim = await simulator()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = make_config(tmp_path, sim, observability__http_listen=f"127.0.0.1:{port}")
+        out = io.StringIO()
+        assert await run_check(config, out) == 1
+    assert f"FAIL observability.http_listen 127.0.0.1:{port} cannot be bound" in out.getvalue()
+
+
+async def test_check_beside_a_running_daemon_does_not_fail_on_its_port(tmp_path, simulator):
+    from archiver.service import Service
+
+    sim = await simulator()
+    config = make_config(tmp_path, sim, observability__http_listen="127.0.0.1:0")
+    service = Service(config)
+    task = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(service.ready.wait(), 30)
+        busy = make_config(tmp_path, sim, observability__http_listen=f"127.0.0.1:{service.health_server.port}")
+        out = io.StringIO()
+        assert await run_check(busy, out) == 0, out.getvalue()
+    finally:
+        service.stop()
+        await task
+    assert f"the archiver running now (pid {os.getpid()}) serves it" in out.getvalue()
+
+
+async def test_check_fails_on_a_job_store_it_cannot_write(tmp_path):
+    """What check reports for a store the running user may only read (root-owned, say)."""
+    from archiver.cli import _check_store_writable
+    from archiver.store import JobStore
+
+    JobStore.open_in(tmp_path).close()
+    with JobStore.open_existing(tmp_path) as read_only:  # what a store owned by another user gives
+        good, text = _check_store_writable(read_only)
+    assert not good and "not writable by uid" in text and "readonly" in text
+    with JobStore.open_existing(tmp_path, read_only=False) as store:
+        assert _check_store_writable(store)[0]
