@@ -255,12 +255,17 @@ async def run_once(config: Config, ids: list[tuple[str, str]], *, progress: bool
         finally:
             store.close()
     service = Service(config, burst=True, handle_signals=True)
-    ticker = asyncio.create_task(_progress(service)) if progress else None
+    ticker = None
+    if progress:
+        from .progress import show_progress
+
+        ticker = asyncio.create_task(show_progress(service))
     try:
         stats = await service.run()
     finally:
         if ticker:
             ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)  # the bar ends its line first
     counts = _counts(config)
     print(
         f"archived {stats.done} sessions ({format_size(stats.bytes)}), failed {stats.failed}, "
@@ -273,20 +278,6 @@ async def run_once(config: Config, ids: list[tuple[str, str]], *, progress: bool
     if counts.get("pending", 0) or counts.get("deferred", 0) or counts.get("running", 0):
         return EXIT_WAITING
     return EXIT_OK
-
-
-async def _progress(service: Any) -> None:
-    started = time.monotonic()
-    while True:
-        await asyncio.sleep(0.5)
-        if service.pool is None or service.store is None:
-            continue
-        stats = service.pool.stats
-        pending = service.store.counts().get("pending", 0)
-        total = stats.done + stats.failed + stats.deferred + pending + service.pool.active
-        rate = stats.bytes / max(time.monotonic() - started, 0.001)
-        sys.stdout.write(f"\r{stats.done}/{total} sessions  {format_size(stats.bytes)}  {format_size(rate)}/s   ")
-        sys.stdout.flush()
 
 
 def _counts(config: Config) -> dict[str, int]:

@@ -51,6 +51,7 @@ class RateLimiter:
         # move it later. At most ``limit`` of them.
         self._sent: list[Slot] = []
         self._paused_until = 0.0
+        self._waiting_until = 0.0  # when the request waiting for room now may go (for progress)
         self._lock = asyncio.Lock()
         # Set by the service when it stops: a worker that is only waiting for budget gives its
         # job back at once instead of holding the shutdown for the grace period.
@@ -59,6 +60,7 @@ class RateLimiter:
     async def _sleep(self, seconds: float) -> None:
         """Wait for budget, or raise :class:`Stopping` as soon as the service stops (a request
         that finds budget free goes ahead: its session may be finishing within the grace)."""
+        self._waiting_until = self._clock() + seconds
         if self.stopping is None:
             await asyncio.sleep(seconds)
             return
@@ -94,6 +96,10 @@ class RateLimiter:
     def settle(self, slot: Slot) -> None:
         """The answer to the slot's request arrived: the server counted it by now."""
         slot[0] = max(slot[0], self._clock())
+
+    def wait_left(self) -> float:
+        """Seconds the request now waiting for room still has to wait (0 when none waits)."""
+        return max(0.0, self._waiting_until - self._clock())
 
     def paused(self) -> bool:
         """True while a 429 holds every request."""

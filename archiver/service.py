@@ -123,6 +123,7 @@ class Service:
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self.pool: WorkerPool | None = None
+        self.client: KoreClient | None = None
         self.store: JobStore | None = None
         self.inbox: Inbox | None = None
         self.health_server: HealthServer | None = None
@@ -182,7 +183,7 @@ class Service:
         api_http = await stack.enter_async_context(api_session(config))
         media_http = await stack.enter_async_context(media_session(config))
         self.breakers = Breakers.from_config(config.daemon)
-        client = KoreClient(config, api_http, metrics=self.metrics, breaker=self.breakers.api, store=self.store)
+        self.client = client = KoreClient(config, api_http, metrics=self.metrics, breaker=self.breakers.api, store=self.store)
         downloader = MediaDownloader(config, media_http, metrics=self.metrics, breaker=self.breakers.media)
         analytics = AnalyticsClient(client, ledger=self.store)
         archiver = SessionArchiver(config, client, downloader, self.metrics, analytics=analytics)

@@ -406,3 +406,61 @@ async def test_once_summary_counts_bytes_in_iec_units(tmp_path, simulator):
     summary = result.stdout.strip().splitlines()[0]
     assert "KiB" in summary or "MiB" in summary, summary
     assert " KB" not in result.stdout and " MB" not in result.stdout
+
+
+# -- the progress line on a terminal -------------------------------------------------------------
+
+
+async def test_once_on_a_terminal_keeps_log_lines_above_one_progress_line(tmp_path, simulator):
+    """stdout and stderr on one pty, as in an operator's shell, with the API budget tight
+    enough that the run has to wait for it."""
+    import pty
+    import re
+
+    sim = await simulator(voicemail_rate=0.0, min_size=50_000, max_size=50_000)
+    ids = [f"6914a3c0aa01bb02cc03{n:04x}" for n in range(4)]
+    make_config(
+        tmp_path, sim, kore__requests_per_minute=2, kore__rate_window="3s",
+        observability__log_format="text", observability__log_level="INFO",
+    )
+    with JobStore.open_in(tmp_path / "state") as store:
+        store.enqueue([("session", s) for s in ids])
+    leader, follower = pty.openpty()
+    env = {**os.environ, "ARCHIVER_KORE_CLIENT_SECRET": SECRET, "COLUMNS": "160"}
+    env.pop("JOURNAL_STREAM", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "archiver", "once", "--config", str(tmp_path / "archiver.toml"),
+        env=env, stdout=follower, stderr=follower,
+    )
+    os.close(follower)
+    output = bytearray()
+
+    def read_all() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            output.extend(chunk)
+
+    reader = asyncio.get_running_loop().run_in_executor(None, read_all)
+    await asyncio.wait_for(proc.wait(), 120)
+    await asyncio.wait_for(reader, 10)
+    os.close(leader)
+    text = output.decode()
+    assert proc.returncode == 0, text
+    assert re.search(r"\d/4 sessions \|", text)  # the bar
+    assert re.search(r"ETA \d\d:\d\d", text)
+    assert "waiting" in text and "API rate limit" in text
+    assert "KiB" in text or "MiB" in text
+    # Every log line starts at the start of a line: never glued to the end of the bar.
+    stamps = [m.start() for m in re.finditer(r"\d\d:\d\d:\d\d (INFO|WARNING|ERROR)", text)]
+    assert stamps
+    for start in stamps:
+        before = text[:start].rstrip(" ")
+        assert before == "" or before.endswith(("\n", "\r", "\x1b[A", "\x1b[K")), repr(text[max(0, start - 80):start + 20])
+    # The summary has a line of its own.
+    summary = text.index("archived 4 sessions")
+    assert text[:summary].endswith("\n"), repr(text[summary - 40:summary + 20])
