@@ -122,10 +122,14 @@ def setup_logging(obs: ObservabilityConfig, secrets: tuple[str, ...] = (), strea
     root.addHandler(handler)
     root.setLevel(obs.log_level.upper())
     root.propagate = False
-    # aiohttp and apscheduler log at INFO about things operators rarely need.
-    for name in ("aiohttp", "apscheduler"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-        logging.getLogger(name).addHandler(handler)
+    # aiohttp and apscheduler log at INFO about things operators rarely need; asyncio's
+    # "Task exception was never retrieved" gets the same one-line format as the rest.
+    for name in ("aiohttp", "apscheduler", "asyncio"):
+        other = logging.getLogger(name)
+        for old in [h for h in other.handlers if getattr(h, "_archiver_handler", False)]:
+            other.removeHandler(old)
+        other.setLevel(logging.WARNING)
+        other.addHandler(handler)
     return handler
 
 
