@@ -30,8 +30,9 @@ SESSION = "6914a3c0aa01bb02cc030001"
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "ARCHIVER_KORE_CLIENT_SECRET": SECRET, **(env or {})}
-    full_env.pop("JOURNAL_STREAM", None) if "JOURNAL_STREAM" not in (env or {}) else None
+    full_env = {**os.environ, "ARCHIVER_KORE_CLIENT_SECRET": SECRET}
+    full_env.pop("JOURNAL_STREAM", None)  # the test runner's own journal, if it has one
+    full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "archiver", *args], env=full_env, capture_output=True, text=True, timeout=timeout, **kwargs
     )
