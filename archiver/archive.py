@@ -12,6 +12,7 @@ import asyncio
 import functools
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from . import identity
 from .analytics import AnalyticsClient
 from . import manifest as mf
 from .atomicfile import AtomicFile, remove_stale_temps, write_json, write_json_sync
+from .calldetails import CALL_FILE, CallDetails, CallRecords, call_document, has_voicemail, vendor_deadline
 from .client import NOT_READY, READY, KoreClient, MediaItem, not_ready
 from .catalog import record_session
 from .completeness import INLINE_JSON, NONE
@@ -32,7 +34,7 @@ from .errors import MediaRefusedError, NotReadyError, PermanentError, ProtocolEr
 from .ids import SESSION
 from .inline import InlineRecordingParser, RecordingData, RecordingEnd, RecordingStart, is_audio_type
 from .layout import SIDECAR_SUFFIX, TRANSCRIPTION_SUFFIX, TakenNames, extension_for, inside, safe_filename, session_dir
-from .manifest import MANIFEST_FORMAT, PARTS, RECORDINGS, TRANSCRIPT, VOICEMAIL, now_iso
+from .manifest import CALL, MANIFEST_FORMAT, PARTS, RECORDINGS, TRANSCRIPT, VOICEMAIL, now_iso
 from .metrics import Metrics
 from .redact import redact_url
 from .transcripts import fetch_transcript
@@ -67,6 +69,8 @@ def wanted_parts(config: Config, id_type: str, wants: frozenset[str] = frozenset
             (TRANSCRIPT, config.kore.fetch_transcripts),
         )
         chosen = [p for p, on in switches if on]
+    if config.kore.account_id:
+        chosen.insert(0, CALL)
     return tuple(p for p in chosen if p == RECORDINGS or id_type == SESSION)  # by-user lookups: recordings only
 
 
@@ -81,6 +85,7 @@ class SessionArchiver:
         metrics: Metrics | None = None,
         *,
         analytics: AnalyticsClient | None = None,
+        calls: CallRecords | None = None,
     ) -> None:
         self.config = config
         self.client = client
@@ -88,6 +93,10 @@ class SessionArchiver:
         self.metrics = metrics or client.metrics
         # One Analytics client (one limiter) per process: discovery shares it.
         self.analytics = analytics or AnalyticsClient(client)
+        # Call details: the records discovery stored, else the API (one limiter per process).
+        if calls is None and config.kore.account_id:
+            calls = CallRecords(config, None, CallDetails(client))
+        self.calls = calls
 
     # What proves an archived session's files before the vendor's copy is deleted: None means
     # re-reading them from disk; an S3 target asks the bucket instead (see s3archive.py).
@@ -127,7 +136,11 @@ class SessionArchiver:
                 if part == RECORDINGS:
                     parts[part] = await self._recordings(id_type, ext_id, directory, reuse=existed and not force)
                 elif part == VOICEMAIL:
-                    parts[part] = await self._voicemail(ext_id, directory, reuse=existed and not force)
+                    parts[part] = self._no_voicemail(parts.get(CALL)) or await self._voicemail(
+                        ext_id, directory, reuse=existed and not force
+                    )
+                elif part == CALL:
+                    parts[part] = await self._call_details(ext_id, directory)
                 else:
                     parts[part] = await self._transcript(ext_id, directory)
             except NotReadyError as exc:
@@ -213,6 +226,38 @@ class SessionArchiver:
             size, digest = await write_json(path, transcription)
             files.append(_entry(directory, path, size, digest, "transcription", "voicemail"))
         return {"status": READY, "files": files, "transcriptions": len(answer.transcriptions)}
+
+    def _no_voicemail(self, call: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The voicemail part without a call, when the call details say there is none."""
+        if not self.config.call_details.skip_voicemail or not call or call.get("voicemail") is not False:
+            return None
+        self.metrics.voicemail_calls_skipped.inc()
+        return {"status": "no_voicemail", "files": [], "skipped": "the call details say isVoicemail NO"}
+
+    # -- call details ---------------------------------------------------------------------------
+
+    async def _call_details(self, session_id: str, directory: Path) -> dict[str, Any]:
+        """The session's call-details record as ``call.json`` (see calldetails.py)."""
+        assert self.calls is not None
+        part: dict[str, Any] = {"files": []}
+        deadline = vendor_deadline(self.config, session_id)
+        if deadline is not None and deadline < time.time():
+            # Still tried: the vendor may keep it longer than configured.
+            part["past_vendor_deadline"] = True
+            log.warning("%s is past its vendor retention deadline; trying anyway", session_id,
+                        extra={"kv_session": session_id})
+        try:
+            record = await self.calls.record_for(session_id)
+        except PermanentError as exc:
+            # A scope not mapped, say: the audio must not wait for its metadata.
+            log.warning("call details unavailable for %s: %s", session_id, exc, extra={"kv_session": session_id})
+            return {**part, "status": "unavailable", "error": str(exc)[:300]}
+        if record is None:
+            return {**part, "status": "not_listed"}
+        path = directory / CALL_FILE
+        size, digest = await write_json(path, call_document(record, self.calls.omitted, now_iso()))
+        entry = _entry(directory, path, size, digest, "call_details", "call_details")
+        return {**part, "status": READY, "voicemail": has_voicemail(record), "files": [entry]}
 
     # -- call transcript ------------------------------------------------------------------------
 

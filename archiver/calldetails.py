@@ -178,6 +178,15 @@ class CallDetails:
         return fresh
 
 
+def vendor_deadline(config: Config, session_id: str) -> float | None:
+    """When the vendor deletes a session's recordings: its ObjectId time plus
+    ``kore.vendor_retention``; None when either is unknown."""
+    created = object_id_time(session_id)
+    if created is None or not config.kore.vendor_retention:
+        return None
+    return created.timestamp() + config.kore.vendor_retention
+
+
 # -- the record's content ----------------------------------------------------------------------
 
 
@@ -301,7 +310,8 @@ def call_document(record: dict[str, Any], omitted: tuple[str, ...], fetched_at: 
 class CallRecords:
     """The call-details record of a session: from the job store, else from the API."""
 
-    def __init__(self, config: Config, store: JobStore, calls: CallDetails) -> None:
+    def __init__(self, config: Config, store: JobStore | None, calls: CallDetails) -> None:
+        """``store`` None: nothing is kept between lookups (a bare archiver in a test, say)."""
         self.config = config
         self.store = store
         self.calls = calls
@@ -314,12 +324,15 @@ class CallRecords:
     async def keep(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Store voice records (fields left out first); returns what was stored."""
         kept = [self.prepare(r) for r in records if is_voice(r)]
-        rows = [(r["sessionId"], json.dumps(r, separators=(",", ":"))) for r in kept]
-        await asyncio.to_thread(self.store.put_call_records, rows)
+        if self.store is not None:
+            rows = [(r["sessionId"], json.dumps(r, separators=(",", ":"))) for r in kept]
+            await asyncio.to_thread(self.store.put_call_records, rows)
         return kept
 
     async def stored(self, session_id: str) -> dict[str, Any] | None:
         """The stored record of a session, or None."""
+        if self.store is None:
+            return None
         text = await asyncio.to_thread(self.store.call_record, session_id)
         if text is None:
             return None

@@ -18,6 +18,11 @@ Why the watermark is safe:
 
 Every call goes through ``AnalyticsClient``, whose limiter keeps both the per-minute and the
 per-hour budget, so discovery waits instead of ever breaching the hour.
+
+With ``discovery.source = "call_details"`` the same windows are walked through Call Details
+v2 instead (``calldetails.py`` splits a busy window until each part fits): only voice calls
+are queued, and each one's record is stored first, so archiving it needs no further call
+for its metadata (and none for a voicemail the record says it does not have).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 
 from .analytics import AnalyticsClient, kore_time, utc
+from .calldetails import CallDetails, CallRecords, WalkStats, is_voice
 from .client import KoreClient
 from .config import Config
 from .ids import SESSION, session_id_problem
@@ -87,6 +93,7 @@ class Discovery:
         *,
         clock: Callable[[], float] = time.time,
         analytics: AnalyticsClient | None = None,
+        calls: CallRecords | None = None,
     ) -> None:
         self.config = config
         self.settings = config.discovery
@@ -94,6 +101,9 @@ class Discovery:
         self.clock = clock
         # Pass the AnalyticsClient the transcripts use, so one limiter holds the bot's budget.
         self.analytics = analytics or AnalyticsClient(client, ledger=store)
+        if calls is None and self.settings.source == "call_details":
+            calls = CallRecords(config, store, CallDetails(client))
+        self.calls = calls
         self._lock = asyncio.Lock()
 
     async def watermark(self) -> float | None:
@@ -147,6 +157,8 @@ class Discovery:
 
     async def _window(self, start: float, end: float) -> DiscoveryResult:
         """Page one window to the end, enqueueing each page as it comes."""
+        if self.settings.source == "call_details":
+            return await self._call_details_window(start, end)
         result = DiscoveryResult(windows=1)
         skip, page_size = 0, self.settings.page_size
         while True:
@@ -158,6 +170,18 @@ class Discovery:
             skip += len(page.items)
             if not page.more_available:
                 return result
+
+    async def _call_details_window(self, start: float, end: float) -> DiscoveryResult:
+        """One window through Call Details v2: each voice call's record stored, then queued."""
+        assert self.calls is not None
+        stats = WalkStats()
+        result = DiscoveryResult(windows=1)
+        async for batch in self.calls.calls.walk(start, end, stats):
+            voice = [r for r in batch if is_voice(r)]
+            kept = await self.calls.keep(voice)
+            added, known = await self._enqueue([r["sessionId"] for r in kept])
+            result += DiscoveryResult(seen=len(kept), added=added, known=known, ignored=len(batch) - len(voice))
+        return result + DiscoveryResult(pages=stats.calls, ignored=stats.invalid)
 
     def _voice_sessions(self, sessions: tuple[dict, ...]) -> tuple[list[str], int]:
         """The valid session ids on the wanted channel, and how many others were dropped."""

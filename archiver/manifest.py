@@ -1,6 +1,6 @@
 """The manifest format: one session's ``manifest.json`` and the part files it is built from.
 
-A session has parts (``recordings``, ``voicemail``, ``transcript``). While a session is being
+A session has parts (``call``, ``recordings``, ``voicemail``, ``transcript``). While a session is being
 archived, each finished part is recorded in a hidden part file in the session directory
 (``.<part>.part.json``), so an interrupted session does not fetch a finished part again.
 ``manifest.json`` is written last, from the part files, and its presence means the session is
@@ -36,7 +36,8 @@ MANIFEST_FORMAT = 1
 RECORDINGS = "recordings"
 VOICEMAIL = "voicemail"
 TRANSCRIPT = "transcript"
-PARTS = (RECORDINGS, VOICEMAIL, TRANSCRIPT)
+CALL = "call"  # the call-details record, call.json (calldetails.py); first: it can spare the voicemail call
+PARTS = (CALL, RECORDINGS, VOICEMAIL, TRANSCRIPT)
 PART_SUFFIX = ".part.json"
 # Part files were once written through a temp file of this name; one may still lie in a
 # session directory written by an older version, and is no sign of damage.
@@ -207,7 +208,7 @@ def with_deletion(manifest: dict[str, Any], at: str, dry_run: bool, result: str,
 
 
 __all__ = [
-    "MANIFEST", "MANIFEST_FORMAT", "RECORDINGS", "VOICEMAIL", "TRANSCRIPT", "PARTS", "NO_MANIFEST",
+    "MANIFEST", "MANIFEST_FORMAT", "RECORDINGS", "VOICEMAIL", "TRANSCRIPT", "CALL", "PARTS", "NO_MANIFEST",
     "now_iso", "part_file", "is_work_file", "read_part", "write_part", "write_part_sync", "remove_parts",
     "seed_part_files", "read_json", "load", "read_manifest", "exists", "commit", "rewrite", "entry_problem",
     "failed_parts", "recordings_deleted", "with_deletion",

@@ -44,6 +44,22 @@ class Metrics:
         )
         self.verify_problems = Counter("archiver_verify_damaged_sessions_total", "Damaged sessions found by scheduled verification", registry=r)
         self.deletions = Counter("archiver_source_deletions_total", "Delete-after-archive outcomes", ["status"], registry=r)
+        self.voicemail_calls_skipped = Counter(
+            "archiver_voicemail_calls_skipped_total", "Voicemail calls not made because the call details say there is none",
+            registry=r,
+        )
+        self.api_calls_per_session = Gauge(
+            "archiver_api_calls_per_archived_session",
+            "Contact Center calls (recordings, voicemail, call details) per session archived by this process", registry=r,
+        )
+        self.coverage_missing = Gauge(
+            "archiver_coverage_missing_sessions", "Voice sessions the vendor knows that were never queued (last coverage report)",
+            registry=r,
+        )
+        self.sessions_at_risk = Gauge(
+            "archiver_sessions_at_risk", "Queued sessions projected to miss their vendor retention deadline at the configured budget",
+            registry=r,
+        )
         self.last_success = Gauge("archiver_last_success_timestamp_seconds", "When a session was last archived", registry=r)
         self.inbox_files = Counter(
             "archiver_inbox_files_total", "Inbox files taken, by outcome (processed, rejected, quarantined)", ["outcome"], registry=r,

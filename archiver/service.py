@@ -28,6 +28,7 @@ from . import __version__
 from .analytics import AnalyticsClient
 from .breaker import Breakers
 from .archive import SessionArchiver
+from .calldetails import CallDetails, CallRecords
 from .client import KoreClient, api_session
 from .config import Config
 from .discovery import Discovery
@@ -186,14 +187,16 @@ class Service:
         self.client = client = KoreClient(config, api_http, metrics=self.metrics, breaker=self.breakers.api, store=self.store)
         downloader = MediaDownloader(config, media_http, metrics=self.metrics, breaker=self.breakers.media)
         analytics = AnalyticsClient(client, ledger=self.store)
-        archiver = SessionArchiver(config, client, downloader, self.metrics, analytics=analytics)
+        # One Call Details client (one limiter) shared by archiving and discovery.
+        calls = CallRecords(config, self.store, CallDetails(client)) if config.kore.account_id else None
+        archiver = SessionArchiver(config, client, downloader, self.metrics, analytics=analytics, calls=calls)
         if self.config.archive.target == "s3":
             from .s3 import Bucket, s3_client
             from .s3archive import S3SessionArchiver
 
             bucket = Bucket(self.config, await stack.enter_async_context(s3_client(self.config)))
             archiver = S3SessionArchiver(self.config, archiver, bucket)
-        self.discovery = Discovery(config, client, self.store, analytics=analytics)
+        self.discovery = Discovery(config, client, self.store, analytics=analytics, calls=calls)
         self.pool = WorkerPool(config, self.store, archiver, self.metrics, breakers=self.breakers)
         for limiter in (client.limiter, analytics.limiter):
             limiter.stopping = self.stopping
