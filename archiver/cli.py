@@ -8,6 +8,7 @@
     archiver retry    --config FILE [--failed] [--deferred] [ID ...]
     archiver verify   --config FILE [--since DATE] [--session ID] [--requeue] [--json] [--deep]
     archiver backfill --config FILE --from DATE --to DATE   queue the sessions of a past range
+    archiver coverage --config FILE --from DATE --to DATE [--json] [--enqueue-missing]
     archiver find     --config FILE [filters] [--json|--csv]  search the catalog of archived sessions
     archiver export   --config FILE (--session ID... | filters) (--to DIR | --zip FILE)
     archiver state    backup FILE | rebuild  --config FILE   back up / rebuild the state directory
@@ -94,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     backfill = with_config(sub.add_parser("backfill", help="discover and queue the sessions of a past date range"))
     backfill.add_argument("--from", dest="date_from", type=_date_arg, required=True, help="start (YYYY-MM-DD, UTC)")
     backfill.add_argument("--to", dest="date_to", type=_date_arg, required=True, help="end (YYYY-MM-DD, UTC; inclusive)")
+    coverage = with_config(sub.add_parser("coverage", help="per day: the vendor's voice calls against the archive"))
+    coverage.add_argument("--from", dest="date_from", type=_date_arg, required=True, help="first day (YYYY-MM-DD, UTC)")
+    coverage.add_argument("--to", dest="date_to", type=_date_arg, required=True, help="last day (YYYY-MM-DD, UTC; inclusive)")
+    coverage.add_argument("--json", action="store_true", help="machine-readable output, every id listed")
+    coverage.add_argument("--enqueue-missing", action="store_true", help="queue the sessions found missing")
     find = with_filters(with_config(sub.add_parser("find", help="search the catalog of archived sessions")))
     find.add_argument("--to", dest="date_to", type=_date_arg, help="started on or before (a date: that whole day)")
     shape = find.add_mutually_exclusive_group()
@@ -321,32 +327,54 @@ def _read_ids(path: Path, id_type: str) -> list[tuple[str, str]]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .outlook import measured_ratio, outlook
     from .store import JobStore
 
     config = _config(args, need_credentials=False)
     store = JobStore.open_existing(config.daemon.state_dir)
     try:
         status = store.status(recent=10)
+        now = time.time()
+        ahead = outlook(config, store, now)
+        measured = measured_ratio(store)
     finally:
         store.close()
-    rate = config.kore.requests_per_minute / max(config.kore.rate_window / 60.0, 1e-9)
-    calls_per_session = int(config.kore.fetch_recordings) + int(config.kore.fetch_voicemail)
-    backlog = status.counts.get("pending", 0) + status.counts.get("deferred", 0)
-    eta_minutes = backlog * max(calls_per_session, 1) / rate if rate else None
+    eta_minutes = ahead.drain_seconds / 60.0 if ahead.backlog else None
     if args.json:
         data = _status_dict(status)
         data["estimated_drain_minutes"] = eta_minutes
+        data["api_calls_per_archived_session"] = round(measured[0], 4) if measured else None
+        data["deadlines"] = {
+            **ahead.as_dict(),
+            "vendor_retention_seconds": config.kore.vendor_retention or None,
+            "earliest_deadline_iso": _iso(ahead.earliest_deadline),
+        }
         print(json.dumps(data, indent=2, default=str))
         return EXIT_OK
     print("jobs: " + ", ".join(f"{state} {count}" for state, count in status.counts.items()))
     if status.oldest_pending_at:
-        age = time.time() - status.oldest_pending_at
+        age = now - status.oldest_pending_at
         print(f"oldest pending: queued {age / 60:.0f} min ago")
+    if measured:
+        print(f"API calls per archived session: {measured[0]:.2f} (Contact Center, over {measured[1]:.0f} sessions)")
     if eta_minutes:
-        print(f"estimated time to drain at {config.kore.requests_per_minute} requests/min: {eta_minutes:.0f} min")
+        print(
+            f"estimated time to drain at {config.kore.requests_per_minute} requests/min: {eta_minutes:.0f} min "
+            f"({ahead.calls_per_session:.2f} calls a session, {'measured' if ahead.measured else 'estimated'})"
+        )
+    if ahead.earliest_deadline is not None:
+        verdict = "drains before it" if ahead.drains_before_earliest_deadline else "does NOT drain before it"
+        print(f"earliest vendor deadline: {_iso(ahead.earliest_deadline)}; the backlog {verdict} at the configured budget")
+        print(f"sessions at risk of missing their deadline: {ahead.at_risk} ({ahead.past_deadline} already past it)")
     for ext_id, state, error, updated in status.recent_errors:
         print(f"  {state:<8} {ext_id}: {error}")
     return EXIT_OK
+
+
+def _iso(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _status_dict(status: Any) -> dict[str, Any]:
@@ -554,6 +582,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
     )
 
 
+# -- coverage -----------------------------------------------------------------------------------
+
+
+def cmd_coverage(args: argparse.Namespace) -> int:
+    from .coverage import run_coverage
+
+    config = _config(args)
+    if not config.kore.account_id:
+        raise ConfigError("kore.account_id", "coverage needs the Call Details API: set kore.account_id")
+    date_from, date_to = args.date_from.date(), args.date_to.date()
+    if date_to < date_from:
+        raise ConfigError("--to", "must not be before --from")
+    if (date_to - date_from).days > 366:
+        raise ConfigError("--to", "at most a year at a time")
+    return asyncio.run(
+        run_coverage(config, date_from, date_to, as_json=args.json, enqueue=args.enqueue_missing, out=sys.stdout)
+    )
+
+
 # -- backfill -----------------------------------------------------------------------------------
 
 
@@ -715,6 +762,7 @@ COMMANDS = {
     "retry": cmd_retry,
     "verify": cmd_verify,
     "backfill": cmd_backfill,
+    "coverage": cmd_coverage,
     "find": cmd_find,
     "export": cmd_export,
     "state": cmd_state,

@@ -18,7 +18,7 @@ import os
 import signal
 import time
 from contextlib import AsyncExitStack
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from .analytics import AnalyticsClient
 from .breaker import Breakers
 from .archive import SessionArchiver
 from .calldetails import CallDetails, CallRecords
+from .coverage import Coverage, DayCoverage, write_report, yesterday
 from .client import KoreClient, api_session
 from .config import Config
 from .discovery import Discovery
@@ -38,11 +39,14 @@ from .health import HealthServer
 from .inbox import Inbox, InboxSettings
 from .inbox_retention import prune_processed
 from .metrics import Metrics
+from .outlook import Outlook, Usage, outlook
 from .sdnotify import Notifier
 from .store import JobStore
 from .worker import PoolStats, WorkerPool
 
 log = logging.getLogger("archiver.service")
+# Seconds between two projections of the backlog against its deadlines (each reads the backlog).
+OUTLOOK_INTERVAL = 60.0
 STATES = ("pending", "running", "deferred", "done", "failed")
 # After the grace period the in-flight sessions are cancelled; whatever has not ended this
 # long after the cancel (a thread stuck in a system call, say) is left behind: stopping is
@@ -130,6 +134,10 @@ class Service:
         self.health_server: HealthServer | None = None
         self.scheduler: AsyncIOScheduler | None = None
         self.discovery: Discovery | None = None
+        self.call_records: CallRecords | None = None
+        self.usage = Usage(self.metrics)
+        self._outlook_at = -OUTLOOK_INTERVAL
+        self._at_risk = 0
         self.breakers: Breakers | None = None
         self.forced = False  # stopped without waiting for every task (see CANCEL_DEADLINE)
         self._last_tick = 0.0
@@ -189,6 +197,7 @@ class Service:
         analytics = AnalyticsClient(client, ledger=self.store)
         # One Call Details client (one limiter) shared by archiving and discovery.
         calls = CallRecords(config, self.store, CallDetails(client)) if config.kore.account_id else None
+        self.call_records = calls
         archiver = SessionArchiver(config, client, downloader, self.metrics, analytics=analytics, calls=calls)
         if self.config.archive.target == "s3":
             from .s3 import Bucket, s3_client
@@ -271,6 +280,11 @@ class Service:
         if self.config.verify.sample_interval > 0:
             scheduler.add_job(self.verify_sample, "interval", seconds=self.config.verify.sample_interval,
                               id="verify", max_instances=1, coalesce=True)
+        if self.config.kore.account_id and self.config.call_details.coverage_schedule:
+            from apscheduler.triggers.cron import CronTrigger
+
+            trigger = CronTrigger.from_crontab(self.config.call_details.coverage_schedule, timezone="UTC")
+            scheduler.add_job(self.daily_coverage, trigger, id="coverage", max_instances=1, coalesce=True)
         scheduler.start()
         self.scheduler = scheduler
         self._last_tick = time.time()
@@ -311,6 +325,9 @@ class Service:
         except asyncio.CancelledError:
             pass
         self._update_status()
+        if self.store is not None:
+            # The calls this run spent, for "API calls per archived session" in archiver status.
+            await asyncio.to_thread(self.usage.flush, self.store)
 
     # -- scheduled jobs -------------------------------------------------------------------------
 
@@ -345,6 +362,7 @@ class Service:
         if self.pool is not None:
             self.pool.notify()
         self._update_status()
+        await self.refresh_outlook()
 
     async def discover(self) -> None:
         """Find new sessions through the Sessions History API and wake the workers."""
@@ -357,6 +375,46 @@ class Service:
         if result.added and self.pool is not None:
             self.pool.notify()
         log.info("discovery: %d new sessions, %d already known", result.added, result.known)
+
+    async def daily_coverage(self, day: date | None = None) -> DayCoverage | None:
+        """Write the coverage report of ``day`` (the day before by default) into the archive."""
+        assert self.store is not None and self.call_records is not None
+        day = day or yesterday()
+        try:
+            report = await Coverage(self.config, self.store, self.call_records.calls).day(day)
+        except ArchiverError as exc:
+            log.error("coverage of %s failed (the next scheduled run tries again): %s", day, exc)
+            return None
+        path, digest = await asyncio.to_thread(write_report, self.config.archive.root, report)
+        self.metrics.coverage_missing.set(len(report.missing))
+        counts = report.counts()
+        log_at = logging.INFO if report.complete else logging.WARNING
+        log.log(
+            log_at, "coverage of %s: %d voice sessions, %d missing, %d failed; report %s (sha256 %s)",
+            day, counts["vendor_known"], counts["missing"], counts["failed"], path, digest,
+            extra={"kv_missing": counts["missing"], "kv_failed": counts["failed"]},
+        )
+        return report
+
+    async def refresh_outlook(self, *, force: bool = False) -> Outlook | None:
+        """The backlog against its deadlines, for /metrics (at most once a minute unless forced)."""
+        if self.store is None or (not force and time.monotonic() - self._outlook_at < OUTLOOK_INTERVAL):
+            return None
+        self._outlook_at = time.monotonic()
+        await asyncio.to_thread(self.usage.flush, self.store)
+        self.metrics.api_calls_per_session.set(self.usage.ratio())
+        found = await asyncio.to_thread(outlook, self.config, self.store, time.time())
+        self.metrics.sessions_at_risk.set(found.at_risk)
+        if found.at_risk and not self._at_risk:
+            log.warning(
+                "%d queued sessions are projected to miss their vendor retention deadline at %d requests per %gs",
+                found.at_risk, self.config.kore.requests_per_minute, self.config.kore.rate_window,
+                extra={"kv_at_risk": found.at_risk},
+            )
+        elif self._at_risk and not found.at_risk:
+            log.info("no queued session is at risk of missing its vendor retention deadline any more")
+        self._at_risk = found.at_risk
+        return found
 
     async def verify_sample(self) -> None:
         """Re-read a random sample of archived sessions; problems are logged (and counted)."""

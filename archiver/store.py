@@ -806,6 +806,20 @@ class JobStore:
                 (key, repr(until)),
             )
 
+    def add_meta_counts(self, deltas: dict[str, float]) -> None:
+        """Add to numeric values of the key/value table in one transaction (missing keys start at 0)."""
+        with self._write() as conn:
+            for key, delta in deltas.items():
+                row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+                try:
+                    value = float(row[0]) if row else 0.0
+                except ValueError:
+                    value = 0.0
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, repr(value + delta)),
+                )
+
     def integrity_check(self) -> str:
         """SQLite's own check of the file; ``"ok"`` when healthy."""
         with self._lock:
