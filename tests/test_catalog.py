@@ -329,3 +329,24 @@ async def test_state_backup_is_a_consistent_copy_while_the_store_is_written(arch
     with sqlite3.connect(unpacked / "catalog.sqlite3") as copy:
         assert copy.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == len(IDS)
     assert cli_main(["state", "backup", "--config", str(config.source), str(target)]) == 1  # never overwritten
+
+
+async def test_rebuild_reports_an_unusable_manifest_and_rebuilds_the_rest(archived, capsys):
+    _sim, config = archived
+    broken = session_dir(config.archive.root, config.kore.bot_id, "session", IDS[1])
+    (broken / "manifest.json").write_text('{"format": 1, "id": "someone-else", "files": []}')
+    shutil.rmtree(config.daemon.state_dir)
+    assert cli_main(["state", "rebuild", "--config", str(config.source)]) == 1
+    out = capsys.readouterr().out
+    assert f"skipped {broken.relative_to(config.archive.root).as_posix()}" in out and "someone-else" in out
+    assert [row["session_id"] for row in catalog_snapshot(config)] == [s for s in IDS if s != IDS[1]]
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        assert store.get("session", IDS[1]) is None  # its manifest cannot be trusted: left to the operator
+
+
+async def test_find_without_a_state_directory_is_one_clear_line(tmp_path, simulator, capsys):
+    config = make_config(tmp_path, await simulator())
+    assert cli_main(["find", "--config", str(config.source)]) == 2
+    err = capsys.readouterr().err
+    assert "daemon.state_dir" in err and "does not exist" in err and "Traceback" not in err
+    assert not config.daemon.state_dir.exists()
