@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Self
 
+from .calldetails import CALL_FILE
 from .archive_reader import ArchiveReader, FileArchiveReader, StoredSession, listed_files, read_small_json
 from .errors import ConfigError
 from .ids import object_id_time
@@ -37,7 +38,6 @@ log = logging.getLogger("archiver.catalog")
 
 FILE_NAME = "catalog.sqlite3"
 SCHEMA_VERSION = 1
-CALL_DETAILS_FILE = "call.json"
 # Bounds on what a vendor record can put in the catalog.
 MAX_TEXT = 500
 MAX_ITEMS = 50
@@ -126,7 +126,7 @@ def entry_for(reader: ArchiveReader, stored: StoredSession) -> CatalogEntry:
     texts: list[str] = []
     for entry in files:
         path, kind = entry["path"], entry.get("kind")
-        if path.rsplit("/", 1)[-1] == CALL_DETAILS_FILE and not call:
+        if path.rsplit("/", 1)[-1] == CALL_FILE and not call:
             call = call_facts(read_small_json(reader, stored.location, path))
         elif kind in ("transcription", "transcript"):
             document = read_small_json(reader, stored.location, path) or {}

@@ -536,14 +536,15 @@ class JobStore:
         """
         now = _now(now)
         rows = (
-            (*_checked_key((t, e)), _encode_parts(PARTS & set(parts)), FAILED if why else DONE, why, now)
+            (*_checked_key((t, e)), _encode_parts(PARTS & set(parts)), FAILED if why else DONE, why, now,
+             session_time(t, e, now))
             for t, e, parts, why in items
         )
         with self._write() as conn:
             before = conn.total_changes
             conn.executemany(
                 "INSERT INTO jobs (id_type, ext_id, wants, parts_done, state, attempts, not_before, last_error,"
-                " created_at, updated_at) VALUES (?1, ?2, '', ?3, ?4, 0, ?6, ?5, ?6, ?6)"
+                " created_at, updated_at, session_at) VALUES (?1, ?2, '', ?3, ?4, 0, ?6, ?5, ?6, ?6, ?7)"
                 " ON CONFLICT (ext_id, id_type) DO NOTHING",
                 rows,
             )

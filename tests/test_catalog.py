@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import tarfile
 import zipfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +62,13 @@ def call_details(index: int, session_id: str) -> dict[str, Any]:
 
 
 def add_call_json(config: Config, session_id: str, document: dict[str, Any]) -> None:
-    """Put a call.json in an archived session and list it in the manifest."""
+    """Put a call.json in an archived session and list it in the manifest (replacing one there)."""
     import hashlib
 
     directory = session_dir(config.archive.root, config.kore.bot_id, "session", session_id)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["files"] = [f for f in manifest["files"] if f["path"] != "call.json"]
+    (directory / "manifest.json").write_text(json.dumps(manifest))
     raw = json.dumps(document).encode()
     (directory / "call.json").write_bytes(raw)
     manifest = json.loads((directory / "manifest.json").read_text())
@@ -350,3 +354,54 @@ async def test_find_without_a_state_directory_is_one_clear_line(tmp_path, simula
     err = capsys.readouterr().err
     assert "daemon.state_dir" in err and "does not exist" in err and "Traceback" not in err
     assert not config.daemon.state_dir.exists()
+
+
+SIM_IDS = [f"{0x67a9a000 + day * 86400 + i * 997:08x}{i:016x}" for day in range(3) for i in range(6)]
+
+
+def words(value: Any) -> str:
+    return json.dumps(value).lower()
+
+
+async def test_find_returns_exactly_the_sessions_the_simulators_call_details_describe(tmp_path, simulator, capsys):
+    from archiver.calldetails import call_document
+    from archiver.simulator.calldetails import call_record
+
+    sim = await simulator(voicemail_rate=0.3)
+    config = make_config(tmp_path, sim)
+    assert await run_once(config, [("session", sid) for sid in SIM_IDS]) == 0
+    records = {sid: call_record(sim.config, sim.record(sid), sim.session(sid)) for sid in SIM_IDS}
+    for sid, record in records.items():
+        add_call_json(config, sid, call_document(record, (), "2025-02-13T00:00:00Z"))
+    assert cli_main(["state", "rebuild", "--config", str(config.source)]) == 0
+
+    def expect(keep) -> list[str]:
+        return sorted((sid for sid, r in records.items() if keep(r)), key=lambda s: (sim.record(s).start, s))
+
+    agents = {d["respondingAgent"][k] for r in records.values() for d in r.get("destinations", [])
+              if "respondingAgent" in d for k in ("name", "email", "agentId")}
+    queues = {d["queueName"] for r in records.values() for d in r.get("destinations", [])}
+    dispositions = {x for r in records.values() for x in r.get("dispositions", [])}
+    assert agents and queues and dispositions
+    for agent in sorted(agents):
+        assert find(config, capsys, "--agent", agent.upper()) == expect(
+            lambda r: agent.lower() in words([d.get("respondingAgent") for d in r.get("destinations", [])])), agent
+    for queue in sorted(queues):
+        assert find(config, capsys, "--queue", queue) == expect(
+            lambda r: any(queue.lower() in d["queueName"].lower() for d in r.get("destinations", []))), queue
+    for disposition in sorted(dispositions):
+        assert find(config, capsys, "--disposition", disposition) == expect(
+            lambda r: disposition.lower() in words(r.get("dispositions", []) + r.get("dispositionRemarks", []))), disposition
+    some_caller = records[SIM_IDS[4]]["metaInfo"]["caller"]
+    assert find(config, capsys, "--caller", some_caller[-7:]) == expect(
+        lambda r: some_caller[-7:] in words(r["metaInfo"])), some_caller
+    day = datetime.fromtimestamp(sim.record(SIM_IDS[7]).start, tz=timezone.utc).strftime("%Y-%m-%d")
+    assert find(config, capsys, "--from", day, "--to", day) == expect(
+        lambda r: r["sessionStartTime"].startswith(day))
+    capsys.readouterr()
+    assert cli_main(["find", "--config", str(config.source), "--json", "--from", day, "--to", day]) == 0
+    for row in json.loads(capsys.readouterr().out):
+        record = records[row["session_id"]]
+        assert row["started_at"] == record["sessionStartTime"].replace(".000Z", "Z")
+        assert row["direction"] == record["Direction"] and row["caller"] == record["metaInfo"]["caller"]
+        assert row["voicemail"] == (record["isVoicemail"] == "YES") and row["final_status"] == record["finalStatus"]
