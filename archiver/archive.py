@@ -421,9 +421,11 @@ class SessionArchiver:
 
     def _commit_manifest(self, directory: Path, manifest: dict[str, Any], parts: list[str],
                          unrecorded: dict[str, dict[str, Any]]) -> None:
-        """Commit the manifest, then index it in the catalog, in the same thread hop."""
+        """Commit the manifest, then index it in the catalog, in the same thread hop (the S3
+        target indexes a session once its manifest is in the bucket)."""
         mf.commit(directory, manifest, parts, unrecorded)
-        record_session(self.config.daemon.state_dir, self.config.archive.root, directory, manifest)
+        if self.config.archive.target == "file":
+            record_session(self.config, directory, manifest)
 
 
 class _InlineWriter:

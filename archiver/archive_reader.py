@@ -54,6 +54,9 @@ class ArchiveReader(Protocol):
     def open(self, location: str, rel: str) -> BinaryIO:
         """A file of a session for reading; raises OSError (FileNotFoundError) when it cannot."""
 
+    def close(self) -> None:
+        """Release what the reader holds."""
+
     def where(self, location: str, rel: str) -> str:
         """The full path or URL of a file, for a chain-of-custody record."""
 
@@ -92,33 +95,52 @@ class FileArchiveReader:
         return StoredSession(id_type, directory.name, location, manifest)
 
     def open(self, location: str, rel: str) -> BinaryIO:
-        path = self._path(location, rel)
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        check_location(location, rel)
+        fd = os.open(self.root / location / rel, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
         return open(fd, "rb")
 
     def where(self, location: str, rel: str) -> str:
-        return str(self._path(location, rel))
+        check_location(location, rel)
+        return str(self.root / location / rel)
 
-    def _path(self, location: str, rel: str) -> Path:
-        for value in (location, rel):
-            parts = PurePosixPath(value).parts
-            if not parts or value.startswith("/") or any(p in ("", ".", "..") for p in value.split("/")):
-                raise FileNotFoundError(f"refusing path {value[:200]!r}: it leaves the archive")
-        return self.root / location / rel
+    def close(self) -> None:
+        """Nothing to release (the S3 reader has a client to close)."""
+
+    def __enter__(self) -> FileArchiveReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def reader_for(config: Config) -> ArchiveReader:
-    """The reader of the configured storage target."""
+def check_location(location: str, rel: str) -> None:
+    """Refuse a location or file path that would leave the archive (FileNotFoundError)."""
+    for value in (location, rel):
+        if not value or value.startswith("/") or any(p in ("", ".", "..") for p in value.split("/")):
+            raise FileNotFoundError(f"refusing path {value[:200]!r}: it leaves the archive")
+
+
+def open_reader(config: Config) -> Any:
+    """The reader of the configured storage target (a context manager: it may hold a client)."""
+    if config.archive.target == "s3":
+        from .s3reader import S3ArchiveReader
+
+        return S3ArchiveReader(config)
     return FileArchiveReader(config.archive.root, config.kore.bot_id)
 
 
 def read_small_json(reader: ArchiveReader, location: str, rel: str) -> dict[str, Any] | None:
     """A small JSON object stored with a session, or None when it is missing or unusable."""
+    chunks: list[bytes] = []
+    size = 0
     try:
         with reader.open(location, rel) as handle:
-            raw = handle.read(MAX_JSON_BYTES + 1)
+            while size <= MAX_JSON_BYTES and (chunk := handle.read(MAX_JSON_BYTES + 1 - size)):
+                chunks.append(chunk)
+                size += len(chunk)
     except OSError:
         return None
+    raw = b"".join(chunks)
     if len(raw) > MAX_JSON_BYTES:
         return None
     try:
@@ -133,4 +155,4 @@ def listed_files(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return [e for e in manifest.get("files") or [] if entry_problem(e) is None]
 
 
-__all__ = ["ArchiveReader", "FileArchiveReader", "StoredSession", "reader_for", "read_small_json", "listed_files"]
+__all__ = ["ArchiveReader", "FileArchiveReader", "StoredSession", "open_reader", "check_location", "read_small_json", "listed_files"]

@@ -31,6 +31,7 @@ from typing import Any, Self
 
 from .calldetails import CALL_FILE
 from .archive_reader import ArchiveReader, FileArchiveReader, StoredSession, listed_files, read_small_json
+from .config import Config, local_root
 from .errors import ConfigError
 from .ids import object_id_time
 
@@ -575,15 +576,19 @@ class Catalog:
 # -- the hook after a manifest commit ----------------------------------------------------------
 
 
-def record_session(state_dir: Path, root: Path, directory: Path, manifest: dict[str, Any]) -> bool:
+def record_session(config: Config, directory: Path, manifest: dict[str, Any]) -> bool:
     """Put one just-committed manifest in the catalog (blocking; called in the thread that
-    wrote the manifest). Never raises: the catalog can be rebuilt, the archive must go on."""
+    wrote it). ``directory`` is the session's local directory (the archive's, or the S3
+    target's spool), read for ``call.json`` and transcripts. Never raises: the catalog can be
+    rebuilt, the archive must go on."""
+    directory = Path(directory)
     try:
-        directory = Path(directory)
+        root = local_root(config)
         location = directory.relative_to(root).as_posix()
-        reader = FileArchiveReader(root, str(manifest.get("bot_id") or ""))
+        reader = FileArchiveReader(root, config.kore.bot_id)
+        reader.target = config.archive.target
         stored = StoredSession(str(manifest.get("id_type") or "session"), directory.name, location, manifest)
-        catalog = Catalog.open_in(state_dir)
+        catalog = Catalog.open_in(config.daemon.state_dir)
         try:
             catalog.upsert([entry_for(reader, stored)])
         finally:

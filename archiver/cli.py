@@ -656,7 +656,7 @@ def cmd_find(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .archive_reader import reader_for
+    from .archive_reader import open_reader
     from .catalog import Catalog
     from .export import Selection, export, sessions_from
     from .state import EXPORT_LOG_NAME
@@ -678,9 +678,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not chosen:
         print("archiver: no session matches; nothing exported", file=sys.stderr)
         return EXIT_FAILED
-    result = export(reader_for(config), Selection(chosen, json.loads(json.dumps(described, default=str))),
-                    to_dir=args.to_dir, to_zip=args.to_zip,
-                    log_path=config.daemon.state_dir / EXPORT_LOG_NAME, bot_id=config.kore.bot_id)
+    with open_reader(config) as reader:
+        result = export(reader, Selection(chosen, json.loads(json.dumps(described, default=str))),
+                        to_dir=args.to_dir, to_zip=args.to_zip,
+                        log_path=config.daemon.state_dir / EXPORT_LOG_NAME, bot_id=config.kore.bot_id)
     summary = result.custody["summary"]
     print(f"exported {summary['sessions']} sessions, {summary['files_exported']} files "
           f"({format_size(summary['bytes_exported'])}) to {result.destination}")
@@ -713,7 +714,7 @@ def cmd_state(args: argparse.Namespace) -> int:
         result = state.rebuild(config)
     finally:
         lock.release()
-    print(f"rebuilt from {config.archive.root}: {result.sessions} archived sessions in the catalog, "
+    print(f"rebuilt from {result.source}: {result.sessions} archived sessions in the catalog, "
           f"{result.jobs_added} added to the job store as done"
           + (f" ({result.failed_sessions} with a failed part: failed)" if result.failed_sessions else ""))
     if result.deleted_from_log:

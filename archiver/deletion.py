@@ -233,7 +233,7 @@ async def _record_in_manifest(
     except (OSError, ArchiverError) as exc:  # a full disk is a DiskFullError
         log.error("could not record the deletion in the manifest of %s: %s", directory.name, exc)
         return False
-    await asyncio.to_thread(record_session, config.daemon.state_dir, config.archive.root, Path(directory), updated)
+    await asyncio.to_thread(record_session, config, Path(directory), updated)
     return True
 
 

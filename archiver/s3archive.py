@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .archive import SessionArchiver, SessionResult
+from .catalog import record_session
 from .config import Config, spool_root
 from .errors import PermanentError
 from .manifest import MANIFEST, entry_problem
@@ -87,6 +88,7 @@ class S3SessionArchiver:
             counts[await self.bucket.put_file(directory / entry["path"], key, entry["size"], entry["sha256"])] += 1
         key = self.bucket.key(f"{rel}/{MANIFEST}")
         counts[await self.bucket.put_file(manifest_path, key, size, digest)] += 1
+        await asyncio.to_thread(record_session, self.config, directory, manifest)  # archived: in the catalog
         log.info(
             "published %s: %d object(s) uploaded, %d already there", rel, counts["uploaded"], counts["present"],
             extra={"kv_session": directory.name},

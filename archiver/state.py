@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .archive_reader import ArchiveReader, StoredSession, reader_for
+from .archive_reader import ArchiveReader, StoredSession, open_reader
 from .atomicfile import fsync_dir
 from .catalog import FILE_NAME as CATALOG_FILE, Catalog
 from .config import Config
@@ -136,6 +136,7 @@ def _complete_lines(path: Path) -> bytes:
 class RebuildResult:
     """What ``state rebuild`` found and did."""
 
+    source: str = ""
     sessions: int = 0
     jobs_added: int = 0
     failed_sessions: int = 0
@@ -149,8 +150,10 @@ def rebuild(config: Config, reader: ArchiveReader | None = None) -> RebuildResul
 
     The caller holds the state lock: the daemon must not run meanwhile.
     """
-    reader = reader or reader_for(config)
-    result = RebuildResult()
+    if reader is None:
+        with open_reader(config) as own:
+            return rebuild(config, own)
+    result = RebuildResult(source=reader.describe())
     state_dir = config.daemon.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
     catalog = _open_or_set_aside(state_dir / CATALOG_FILE, lambda: Catalog.open_in(state_dir), result)

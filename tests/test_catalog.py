@@ -405,3 +405,43 @@ async def test_find_returns_exactly_the_sessions_the_simulators_call_details_des
         assert row["started_at"] == record["sessionStartTime"].replace(".000Z", "Z")
         assert row["direction"] == record["Direction"] and row["caller"] == record["metaInfo"]["caller"]
         assert row["voicemail"] == (record["isVoicemail"] == "YES") and row["final_status"] == record["finalStatus"]
+
+
+async def test_s3_target_catalog_rebuild_and_export_come_from_the_bucket(tmp_path, simulator, moto_endpoint, capsys):
+    from .conftest import new_bucket, s3_admin, s3_settings
+
+    sim = await simulator(voicemail_rate=0.5)
+    bucket = new_bucket(moto_endpoint)
+    config = make_config(tmp_path, sim, kore__fetch_transcripts=True, **s3_settings(tmp_path, moto_endpoint, bucket))
+    ids = [("session", sid) for sid in IDS]
+    assert await run_once(config, ids) == 0
+    during = catalog_snapshot(config)
+    assert [row["session_id"] for row in during] == sorted(IDS) and {row["target"] for row in during} == {"s3"}
+    assert all(row["text"] for row in during)
+    # The state directory (and the spool inside it) is lost: everything comes back from the bucket.
+    shutil.rmtree(config.daemon.state_dir)
+    assert cli_main(["state", "rebuild", "--config", str(config.source)]) == 0
+    assert f"rebuilt from s3://{bucket}/kore/" in capsys.readouterr().out
+    assert catalog_snapshot(config) == during
+    sim.requests.clear()
+    assert await run_once(config, ids) == 0
+    assert sim.requests == []
+    # Export from the bucket, one object damaged there.
+    location = next(row["location"] for row in during if row["session_id"] == IDS[0])
+    manifest = json.loads((s3_admin(moto_endpoint).get_object(
+        Bucket=bucket, Key=f"kore/{location}/manifest.json")["Body"].read()))
+    damaged = next(f for f in manifest["files"] if f["kind"] == "audio")
+    key = f"kore/{location}/{damaged['path']}"
+    body = bytearray(s3_admin(moto_endpoint).get_object(Bucket=bucket, Key=key)["Body"].read())
+    body[0] ^= 0xFF
+    s3_admin(moto_endpoint).put_object(Bucket=bucket, Key=key, Body=bytes(body))
+    out = tmp_path / "handover"
+    assert cli_main(["export", "--config", str(config.source), "--session", IDS[0], IDS[1], "--to", str(out)]) == 1
+    custody = json.loads((out / "custody.json").read_text())
+    assert custody["source"]["target"] == "s3" and custody["source"]["archive"] == f"s3://{bucket}/kore/"
+    [bad] = [f for s in custody["sessions"] for f in s["files"] if f["result"] == "refused"]
+    assert bad["path"] == f"{IDS[0]}/{damaged['path']}" and bad["source"] == f"s3://{bucket}/{key}"
+    verified = [f for s in custody["sessions"] for f in s["files"] if f["result"] == "verified"]
+    assert verified and all(f["source"].startswith(f"s3://{bucket}/kore/") for f in verified)
+    checked = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
