@@ -2,8 +2,8 @@
 
 The catalog rebuild, ``archiver export`` and ``archiver state rebuild`` read the archive only
 through :class:`ArchiveReader`, so they work the same whatever keeps the files. The file
-target is :class:`FileArchiveReader`; another target (S3, keys mirroring the file layout under
-a prefix) plugs in by providing the same few methods.
+target is :class:`FileArchiveReader`; the S3 target's is ``s3reader.S3ArchiveReader`` (keys
+mirroring the file layout under a prefix); ``targets.open_reader`` picks the configured one.
 
 A session is named by its *location*: the path of its directory relative to the archive
 root, in the layout's form (``<bot_id>/2025/02/11/<session_id>``, ``<bot_id>/undated/<id>``,
@@ -16,10 +16,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
-from .config import Config
 from .ids import SESSION, USER
 from .layout import session_dir, session_dirs
 from .manifest import MANIFEST, entry_problem, read_manifest
@@ -120,15 +119,6 @@ def check_location(location: str, rel: str) -> None:
             raise FileNotFoundError(f"refusing path {value[:200]!r}: it leaves the archive")
 
 
-def open_reader(config: Config) -> Any:
-    """The reader of the configured storage target (a context manager: it may hold a client)."""
-    if config.archive.target == "s3":
-        from .s3reader import S3ArchiveReader
-
-        return S3ArchiveReader(config)
-    return FileArchiveReader(config.archive.root, config.kore.bot_id)
-
-
 def read_small_json(reader: ArchiveReader, location: str, rel: str) -> dict[str, Any] | None:
     """A small JSON object stored with a session, or None when it is missing or unusable."""
     chunks: list[bytes] = []
@@ -155,4 +145,4 @@ def listed_files(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return [e for e in manifest.get("files") or [] if entry_problem(e) is None]
 
 
-__all__ = ["ArchiveReader", "FileArchiveReader", "StoredSession", "open_reader", "check_location", "read_small_json", "listed_files"]
+__all__ = ["ArchiveReader", "FileArchiveReader", "StoredSession", "check_location", "read_small_json", "listed_files"]

@@ -656,7 +656,7 @@ def cmd_find(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .archive_reader import open_reader
+    from .targets import open_reader
     from .catalog import Catalog
     from .export import Selection, export, sessions_from
     from .state import EXPORT_LOG_NAME

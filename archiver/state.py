@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .archive_reader import ArchiveReader, StoredSession, open_reader
+from .archive_reader import ArchiveReader, StoredSession
+from .targets import open_reader
 from .atomicfile import fsync_dir
 from .catalog import FILE_NAME as CATALOG_FILE, Catalog
 from .config import Config
