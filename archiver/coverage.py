@@ -29,7 +29,8 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from .archive_reader import ArchiveReader, reader_for
+from .archive_reader import ArchiveReader
+from .targets import open_reader
 from .atomicfile import write_json_sync
 from .calldetails import CallDetails, CallRecords, is_voice, session_start
 from .config import Config
@@ -100,7 +101,7 @@ class Coverage:
         self.config = config
         self.store = store
         self.calls = calls
-        self.reader = reader or reader_for(config)
+        self.reader = reader or open_reader(config)
 
     async def day(self, day: date, *, records: CallRecords | None = None) -> DayCoverage:
         """The coverage of one UTC day; ``records`` also keeps each call's record (for
