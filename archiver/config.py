@@ -644,7 +644,7 @@ def _validate_s3(config: Config) -> None:
             raise ConfigError("s3.endpoint_url", "give only scheme://host[:port][/path], no credentials or query")
     if not re.fullmatch(r"[a-z]{2}(-[a-z0-9]+)+|[a-z0-9-]{1,40}", s3.region):
         raise ConfigError("s3.region", f"not a region name: {s3.region!r}")
-    if not _PREFIX_RE.fullmatch(s3.prefix):
+    if not _PREFIX_RE.fullmatch(s3.prefix) or {".", ".."} & set(s3.prefix.split("/")):
         raise ConfigError("s3.prefix", "expected path segments of safe characters, each ending in '/', e.g. 'kore/'")
     if s3.addressing_style not in {"auto", "path", "virtual"}:
         raise ConfigError("s3.addressing_style", "expected 'auto', 'path' or 'virtual'")

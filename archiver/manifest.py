@@ -135,15 +135,21 @@ def read_manifest(directory: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, "not UTF-8 text"
     except json.JSONDecodeError as exc:
         return None, f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+    why = manifest_problem(data, directory.name)
+    return (None, why) if why else (data, None)
+
+
+def manifest_problem(data: Any, name: str) -> str | None:
+    """Why a parsed manifest cannot be used for the session directory ``name``, or None."""
     if not isinstance(data, dict):
-        return None, "not a JSON object"
+        return "not a JSON object"
     if data.get("format") != MANIFEST_FORMAT:
-        return None, f"unknown format {str(data.get('format'))[:20]!r} (expected {MANIFEST_FORMAT})"
+        return f"unknown format {str(data.get('format'))[:20]!r} (expected {MANIFEST_FORMAT})"
     if not isinstance(data.get("files"), list):
-        return None, "'files' is missing or not a list"
-    if data.get("id") != directory.name:
-        return None, f"belongs to id {str(data.get('id'))[:130]!r}, not to this directory"
-    return data, None
+        return "'files' is missing or not a list"
+    if data.get("id") != name:
+        return f"belongs to id {str(data.get('id'))[:130]!r}, not to this directory"
+    return None
 
 
 def exists(directory: Path) -> bool:
@@ -210,6 +216,6 @@ def with_deletion(manifest: dict[str, Any], at: str, dry_run: bool, result: str,
 __all__ = [
     "MANIFEST", "MANIFEST_FORMAT", "RECORDINGS", "VOICEMAIL", "TRANSCRIPT", "CALL", "PARTS", "NO_MANIFEST",
     "now_iso", "part_file", "is_work_file", "read_part", "write_part", "write_part_sync", "remove_parts",
-    "seed_part_files", "read_json", "load", "read_manifest", "exists", "commit", "rewrite", "entry_problem",
+    "seed_part_files", "read_json", "load", "read_manifest", "manifest_problem", "exists", "commit", "rewrite", "entry_problem",
     "failed_parts", "recordings_deleted", "with_deletion",
 ]

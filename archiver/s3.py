@@ -334,6 +334,10 @@ class Bucket:
     ) -> None:
         from botocore.exceptions import ClientError
 
+        # Not every S3-compatible server checks x-amz-checksum-sha256 against the body: the
+        # spool file is hashed once more (it is at most multipart_threshold) before it is sent.
+        if await asyncio.to_thread(file_sha256, path) != (size, sha256):
+            raise PermanentError(f"{path.name}: the spool file no longer has the size and sha256 it was downloaded with")
         handle = await asyncio.to_thread(open, path, "rb")
         try:
             with translated(f"PUT {key}"):

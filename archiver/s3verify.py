@@ -28,7 +28,7 @@ from .config import Config
 from .errors import ArchiverError
 from .ids import SESSION, USER
 from .layout import session_dir
-from .manifest import MANIFEST, MANIFEST_FORMAT, NO_MANIFEST, entry_problem, now_iso, recordings_deleted
+from .manifest import MANIFEST, NO_MANIFEST, entry_problem, manifest_problem, now_iso, recordings_deleted
 from .s3 import Bucket, bucket_url, s3_client
 from .verify import BAD_MANIFEST, EXTRA, MISSING, SHA256, SIZE, UNREADABLE, SessionReport, VerifyReport
 
@@ -171,15 +171,8 @@ async def _read_manifest(bucket: Bucket, rel: str, name: str) -> tuple[dict[str,
         data = json.loads(raw)
     except ValueError:
         return None, "not valid JSON"
-    if not isinstance(data, dict):
-        return None, "not a JSON object"
-    if data.get("format") != MANIFEST_FORMAT:
-        return None, f"unknown format {str(data.get('format'))[:20]!r} (expected {MANIFEST_FORMAT})"
-    if not isinstance(data.get("files"), list):
-        return None, "'files' is missing or not a list"
-    if data.get("id") != name:
-        return None, f"belongs to id {str(data.get('id'))[:130]!r}, not to this directory"
-    return data, ""
+    why = manifest_problem(data, name)
+    return (None, why) if why else (data, "")
 
 
 def _archived_since(manifest: dict[str, Any], since: datetime) -> bool:

@@ -252,3 +252,37 @@ async def test_the_s3_secret_key_reaches_no_log_output_error_or_file(tmp_path, s
         if path.is_file() and path.name != "s3-secret":
             assert S3_SECRET.encode() not in path.read_bytes(), path
     assert S3_KEY_ID.encode() not in err + err2  # not even the key id is logged
+
+
+@pytest.mark.parametrize("threshold", ["5MiB", "64MiB"], ids=["multipart", "single-put"])
+async def test_a_spool_file_changed_after_download_is_not_uploaded_and_leaves_no_upload(
+    tmp_path, simulator, moto_endpoint, threshold
+):
+    from archiver.errors import PermanentError
+    from archiver.s3 import Bucket, s3_client
+    from archiver.s3archive import S3SessionArchiver, spool_config
+
+    from .conftest import archiver_for
+
+    sim = await simulator(voicemail_rate=0.0, min_size=6_000_000, max_size=7_000_000)
+    bucket = new_bucket(moto_endpoint)
+    config = make_config(
+        tmp_path, sim, **s3_settings(tmp_path, moto_endpoint, bucket, s3__multipart_threshold=threshold, s3__part_size="5MiB")
+    )
+    async with archiver_for(spool_config(config)) as inner, s3_client(config) as client:
+        target = S3SessionArchiver(config, inner, Bucket(config, client))
+        await inner.archive("session", IDS[0])
+        directory = inner.directory("session", IDS[0])
+        manifest = json.loads((directory / "manifest.json").read_text())
+        audio = next(f for f in manifest["files"] if f["kind"] == "audio")
+        with open(directory / audio["path"], "r+b") as handle:  # one bit flipped on the disk
+            handle.seek(audio["size"] - 10)
+            byte = handle.read(1)
+            handle.seek(audio["size"] - 10)
+            handle.write(bytes([byte[0] ^ 1]))
+        with pytest.raises(PermanentError, match="no longer has the"):
+            await target.publish(directory)
+    admin = s3_admin(moto_endpoint)
+    keys = [o["Key"] for o in admin.list_objects_v2(Bucket=bucket).get("Contents") or []]
+    assert not [k for k in keys if k.endswith((audio["path"], "manifest.json"))]
+    assert not admin.list_multipart_uploads(Bucket=bucket).get("Uploads")  # aborted
