@@ -40,7 +40,7 @@ from .ratelimit import RateLimiter, SharedRateLimiter
 from .redact import scrub
 from .store import JobStore
 from .retry import RetryPolicy
-from .transport import TRANSPORT_ERRORS, deadline, translated
+from .transport import TRANSPORT_ERRORS, deadline, keep_rate, translated
 
 log = logging.getLogger("archiver.client")
 T = TypeVar("T")
@@ -173,7 +173,11 @@ class KoreClient:
 
         async def handle(resp: aiohttp.ClientResponse) -> T:
             _require_json(resp, "v1 recordings")
-            return await consume(resp)
+            # The body carries the audio: held to the media transfer floor, not a deadline.
+            return await keep_rate(
+                resp, consume(resp), self.config.media.min_rate, self.config.http.read_timeout,
+                "v1 recordings: the answer's body is slower than media.min_rate",
+            )
 
         return await self._call("v1_recordings", "GET", "/recordings", {self._key(id_type): ext_id}, handle)
 

@@ -34,7 +34,7 @@ from .client import KoreClient, api_session
 from .config import Config
 from .discovery import Discovery
 from .download import MediaDownloader, media_session
-from .errors import ArchiverError, StateLocked
+from .errors import ArchiverError, StateLocked, Stopping
 from .health import HealthServer
 from .inbox import Inbox, InboxSettings
 from .inbox_retention import prune_processed
@@ -369,6 +369,8 @@ class Service:
         assert self.discovery is not None
         try:
             result = await self.discovery.run()
+        except Stopping:
+            return  # it was waiting for API budget; the watermark stays for the next start
         except ArchiverError as exc:
             log.error("discovery failed (the watermark stays; the next run tries again): %s", exc)
             return

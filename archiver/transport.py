@@ -14,15 +14,16 @@ most specific first, as httpx's ``map_exceptions`` does::
     aiohttp.ClientError, OSError (resets, refusals)    -> TransientError  (connection failed)
 
 Archiver errors raised inside pass through unchanged. Messages are scrubbed of secrets.
-:func:`deadline` bounds what aiohttp's per-read timeout cannot (headers or a body dripped a
-byte at a time).
+:func:`deadline` and :func:`keep_rate` bound what aiohttp's per-read timeout cannot (headers or
+a body dripped a byte at a time).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from typing import TypeVar
 
 import aiohttp
 from aiohttp.http_exceptions import ContentEncodingError
@@ -34,6 +35,8 @@ from .redact import scrub
 _DECOMPRESS_TOO_LARGE = getattr(aiohttp.http_exceptions, "DecompressSizeError", None)
 
 # What a network call can raise that is not ours: the errors the table below maps.
+T = TypeVar("T")
+
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (asyncio.TimeoutError, aiohttp.ClientError, OSError)
 
 
@@ -105,4 +108,26 @@ async def deadline(seconds: float, message: str) -> AsyncIterator[None]:
         raise
 
 
-__all__ = ["TRANSPORT_ERRORS", "ERROR_MAP", "translate", "translated", "deadline"]
+async def keep_rate(resp: aiohttp.ClientResponse, work: Awaitable[T], rate: int, window: float, message: str) -> T:
+    """Run ``work``, which reads ``resp``'s body, failing it with TransientError(message) when
+    fewer than ``rate`` bytes a second arrive over a ``window`` (``rate`` 0: no floor)."""
+    task = asyncio.ensure_future(work)
+    if not rate:
+        return await task
+    seen = resp.content.total_bytes
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=window)
+            if done:
+                return task.result()
+            total = resp.content.total_bytes
+            if total - seen < rate * window:
+                raise TransientError(message)
+            seen = total
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+
+
+__all__ = ["TRANSPORT_ERRORS", "ERROR_MAP", "translate", "translated", "deadline", "keep_rate"]

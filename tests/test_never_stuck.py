@@ -193,7 +193,9 @@ class Drip:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             target = head.split(b" ", 2)[1].decode()
-            if "/v2/recordings" in target and "drip-api-body" in target:
+            if "/recordings?" in target and "drip-v1-body" in target:
+                await self._drip(writer, b'{"recording": [' + b" " * 100_000 + b"]}", "application/json")
+            elif "/v2/recordings" in target and "drip-api-body" in target:
                 await self._drip(writer, b'{"status": "success", "recording": []}' + b" " * 100_000, "application/json")
             elif "/v2/recordings" in target and "drip-api-headers" in target:
                 await self._drip_headers(writer)
@@ -230,7 +232,9 @@ class Drip:
             await asyncio.sleep(self.interval)
 
 
-@pytest.mark.parametrize("session", ["drip-api-body", "drip-api-headers", "drip-media-body", "drip-media-headers"])
+@pytest.mark.parametrize(
+    "session", ["drip-api-body", "drip-api-headers", "drip-media-body", "drip-media-headers", "drip-v1-body"],
+)
 async def test_archiver_once_ends_whatever_a_server_drips(tmp_path, session):
     # Four sessions fed one byte at a time: aiohttp's read timeout (per read) never fires.
     ids = [f"{session}-{n}" for n in range(4)]
@@ -238,7 +242,8 @@ async def test_archiver_once_ends_whatever_a_server_drips(tmp_path, session):
         fake = SimpleNamespace(api_url=server.url, config=SimpleNamespace(bot_id=BOT, client_id="cs-stuck"))
         config = make_config(
             tmp_path, fake,
-            kore__fetch_voicemail=False, http__read_timeout="2s", http__header_timeout="1s",
+            kore__fetch_voicemail=False, kore__recordings_api="v1" if "v1" in session else "v2",
+            http__read_timeout="2s", http__header_timeout="1s",
             http__body_timeout="1s", media__min_rate="1KiB", http__max_attempts=2, daemon__max_attempts=1,
         )
         with JobStore.open_in(config.daemon.state_dir) as store:
@@ -248,7 +253,7 @@ async def test_archiver_once_ends_whatever_a_server_drips(tmp_path, session):
     assert stats.failed == len(ids), stats.failures
     assert time.monotonic() - started < 30
     for _sid, reason in stats.failures:
-        assert "took longer than http." in reason or "media.min_rate" in reason
+        assert "took longer than http." in reason or "slower than media.min_rate" in reason
 
 
 async def test_a_session_over_its_deadline_is_released_to_retry_later(tmp_path):
