@@ -6,7 +6,8 @@ jobs, status); the worker pool does the work. Stopping is an event: intake stops
 only waiting for API budget give their jobs back at once, in-flight sessions get
 ``daemon.grace_period`` to finish, then they are cancelled and their jobs go back to
 pending; ``CANCEL_DEADLINE`` bounds the wait after the cancel. The last log line says the
-archiver stopped. SIGHUP is logged and ignored (the configuration is read at start only). A lock file keeps two archivers off one state directory.
+archiver stopped. SIGHUP is logged and ignored (the configuration is read at start only).
+A lock file keeps two archivers off one state directory.
 """
 
 from __future__ import annotations
