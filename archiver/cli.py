@@ -307,7 +307,7 @@ def _checked_ids(values: Sequence[str], id_type: str) -> list[tuple[str, str]]:
 
 
 def _read_ids(path: Path, id_type: str) -> list[tuple[str, str]]:
-    from .inbox import InvalidItem, parse_ids
+    from .idfile import InvalidItem, parse_ids
 
     out: list[tuple[str, str]] = []
     bad = 0

@@ -108,7 +108,7 @@ class UnsafeInputError(PermanentError):
 class UnparseableFile(PermanentError):
     """An inbox file as a whole is not in the format it claims or seems to be in.
 
-    ``inbox.parse_ids`` raises it before yielding any item, so no id of such a file is queued.
+    ``idfile.parse_ids`` raises it before yielding any item, so no id of such a file is queued.
     """
 
 

@@ -37,7 +37,7 @@ from .discovery import Discovery
 from .download import MediaDownloader, media_session
 from .errors import ArchiverError, StateLocked, Stopping
 from .health import HealthServer
-from .inbox import Inbox, InboxSettings
+from .inbox import Inbox
 from .inbox_retention import prune_processed
 from .metrics import Metrics
 from .outlook import Outlook, Usage, outlook
@@ -211,14 +211,7 @@ class Service:
         for limiter in (client.limiter, analytics.limiter):
             limiter.stopping = self.stopping
         self._export_pauses(client)
-        self.inbox = Inbox(
-            InboxSettings(
-                inbox_dir=config.daemon.inbox_dir,
-                settle_time=config.daemon.inbox_settle_time,
-                max_file_size=config.daemon.inbox_max_file_size,
-            ),
-            self.store,
-        )
+        self.inbox = Inbox(config.daemon, self.store)
         await self.scan_inbox()
         await self.prune_inbox()
         if not self.burst:

@@ -23,7 +23,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archiver.inbox import MAX_LINE, REPORT_LIMIT, Inbox, InboxSettings, InvalidItem, ParsedItem, UnparseableFile, parse_ids
+from archiver.config import DaemonConfig
+from archiver.idfile import MAX_LINE, InvalidItem, ParsedItem, UnparseableFile, parse_ids
+from archiver.inbox import REPORT_LIMIT, Inbox
 from archiver.store import JobStore
 
 T0 = 1_700_000_000.0
@@ -40,7 +42,7 @@ class Folder:
         self.dir = root / "inbox"
         self.dir.mkdir()
         self.store = JobStore.open_in(root / "state")
-        self.inbox = Inbox(InboxSettings(inbox_dir=self.dir, settle_time=2.0, max_file_size=max_file_size), self.store)
+        self.inbox = Inbox(DaemonConfig(inbox_dir=self.dir, inbox_settle_time=2.0, inbox_max_file_size=max_file_size), self.store)
 
     def drop(self, name: str, data: bytes, mtime: float = T0) -> Path:
         path = self.dir / name
@@ -85,7 +87,7 @@ def check_taken(folder: Folder, name: str, data: bytes) -> None:
     assert set(os.listdir(folder.dir)) <= OWN  # nothing left behind, nothing created beside
     assert outcome.moved_to is not None and outcome.moved_to.read_bytes() == data
     try:
-        items = list(parse_ids(_bytes_io(data), name, max_bytes=folder.inbox.settings.max_file_size))
+        items = list(parse_ids(_bytes_io(data), name, max_bytes=folder.inbox.daemon.inbox_max_file_size))
     except UnparseableFile:
         assert outcome.disposition == "rejected" and folder.queued() == []
         assert outcome.report is not None and outcome.report.exists()

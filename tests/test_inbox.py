@@ -15,16 +15,9 @@ from hypothesis import strategies as st
 
 from archiver import ids
 from archiver.errors import UnsafeInputError
-from archiver.inbox import (
-    MAX_SHOWN,
-    FileOutcome,
-    Inbox,
-    InboxSettings,
-    InvalidItem,
-    ParsedItem,
-    UnparseableFile,
-    parse_ids,
-)
+from archiver.config import DaemonConfig
+from archiver.idfile import MAX_SHOWN, InvalidItem, ParsedItem, UnparseableFile, parse_ids
+from archiver.inbox import FileOutcome, Inbox
 from archiver.store import DONE, PENDING, JobStore
 
 T0 = 1_700_000_000.0
@@ -266,7 +259,7 @@ def inbox_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def inbox(inbox_dir: Path, store: JobStore) -> Inbox:
-    return Inbox(InboxSettings(inbox_dir=inbox_dir, settle_time=2.0, max_file_size=64 * 1024), store)
+    return Inbox(DaemonConfig(inbox_dir=inbox_dir, inbox_settle_time=2.0, inbox_max_file_size=64 * 1024), store)
 
 
 def drop(inbox_dir: Path, name: str, data: bytes | str, mtime: float = T0) -> Path:
@@ -347,7 +340,7 @@ def test_empty_file_is_processed_with_a_note(inbox: Inbox, inbox_dir: Path, stor
 
 
 def test_formats_and_wants_reach_the_store(inbox_dir: Path, store: JobStore) -> None:
-    inbox = Inbox(InboxSettings(inbox_dir=inbox_dir), store, wants=frozenset({"voicemail"}))
+    inbox = Inbox(DaemonConfig(inbox_dir=inbox_dir), store, wants=frozenset({"voicemail"}))
     drop(inbox_dir, "a.csv", f"sessionId,x\n{A},1\n")
     drop(inbox_dir, "b.json", json.dumps({"userIds": ["agent@example.com"]}))
     drop(inbox_dir, "c.ndjson", json.dumps({"sessionId": B}))

@@ -60,11 +60,12 @@ def peak_rss_mib() -> float:
 def child(workdir: Path) -> dict[str, object]:
     """The measured part: runs in a fresh interpreter."""
     sys.path.insert(0, str(REPO))
-    from archiver.inbox import Inbox, InboxSettings
+    from archiver.config import DaemonConfig
+    from archiver.inbox import Inbox
     from archiver.store import JobStore
 
     store = JobStore.open_in(workdir / "state")
-    inbox = Inbox(InboxSettings(inbox_dir=workdir / "inbox"), store)
+    inbox = Inbox(DaemonConfig(inbox_dir=workdir / "inbox"), store)
     started = time.perf_counter()
     outcomes = inbox.scan()
     scan_s = time.perf_counter() - started
