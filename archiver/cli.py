@@ -29,17 +29,14 @@ import json
 import logging
 import os
 import shlex
-import shutil
-import socket
-import sqlite3
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Sequence
 
 from . import __version__
-from .config import CONFIG_ENV, Config, format_size, load_config, spool_root
+from .config import CONFIG_ENV, Config, format_size, load_config
 from .errors import ArchiverError, ConfigError, StateLocked, UnsafeInputError
 from .ids import SESSION, USER, id_problem
 from .manifest import MANIFEST
@@ -250,50 +247,16 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 async def run_once(config: Config, ids: list[tuple[str, str]], *, progress: bool = False) -> int:
-    """Enqueue ``ids``, ingest the inbox, drain the queue; print a summary; return the exit code."""
-    from .service import Service
-    from .store import JobStore
+    """``archiver once``: drain the queue (see ``service.run_once``), print the summary, return the exit code."""
+    from .service import run_once as drain
 
-    if ids:
-        store = JobStore.open_in(config.daemon.state_dir)
-        try:
-            store.enqueue(ids)
-        finally:
-            store.close()
-    service = Service(config, burst=True, handle_signals=True)
-    ticker = None
+    watch = None
     if progress:
-        from .progress import show_progress
-
-        ticker = asyncio.create_task(show_progress(service))
-    try:
-        stats = await service.run()
-    finally:
-        if ticker:
-            ticker.cancel()
-            await asyncio.gather(ticker, return_exceptions=True)  # the bar ends its line first
-    counts = _counts(config)
-    print(
-        f"archived {stats.done} sessions ({format_size(stats.bytes)}), failed {stats.failed}, "
-        f"deferred {stats.deferred}; queue: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
-    )
-    for ext_id, reason in stats.failures[:20]:
-        print(f"  failed {ext_id}: {reason}")
-    if stats.failed:
-        return EXIT_FAILED
-    if counts.get("pending", 0) or counts.get("deferred", 0) or counts.get("running", 0):
-        return EXIT_WAITING
-    return EXIT_OK
-
-
-def _counts(config: Config) -> dict[str, int]:
-    from .store import JobStore
-
-    store = JobStore.open_in(config.daemon.state_dir)
-    try:
-        return store.counts()
-    finally:
-        store.close()
+        from .progress import show_progress as watch
+    result = await drain(config, ids, watch=watch)
+    for line in result.summary():
+        print(line)
+    return result.exit_code
 
 
 def _checked_ids(values: Sequence[str], id_type: str) -> list[tuple[str, str]]:
@@ -331,17 +294,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .store import JobStore
 
     config = _config(args, need_credentials=False)
-    store = JobStore.open_existing(config.daemon.state_dir)
-    try:
+    with JobStore.open_existing(config.daemon.state_dir) as store:
         status = store.status(recent=10)
         now = time.time()
         ahead = outlook(config, store, now)
         measured = measured_ratio(store)
-    finally:
-        store.close()
     eta_minutes = ahead.drain_seconds / 60.0 if ahead.backlog else None
     if args.json:
-        data = _status_dict(status)
+        data = status.as_dict()
         data["estimated_drain_minutes"] = eta_minutes
         data["api_calls_per_archived_session"] = round(measured[0], 4) if measured else None
         data["deadlines"] = {
@@ -377,27 +337,13 @@ def _iso(seconds: float | None) -> str | None:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _status_dict(status: Any) -> dict[str, Any]:
-    return {
-        "counts": status.counts,
-        "total": status.total,
-        "oldest_pending_at": status.oldest_pending_at,
-        "recent_errors": [
-            {"id": e[0], "state": e[1], "error": e[2], "updated_at": e[3]} for e in status.recent_errors
-        ],
-    }
-
-
 def cmd_enqueue(args: argparse.Namespace) -> int:
     from .store import JobStore
 
     config = _config(args, need_credentials=False)
     ids = _checked_ids(args.ids_args, USER if args.user else SESSION)
-    store = JobStore.open_in(config.daemon.state_dir)
-    try:
+    with JobStore.open_in(config.daemon.state_dir) as store:
         result = store.enqueue(ids, force=args.force)
-    finally:
-        store.close()
     print(f"added {result.added}, requeued {result.requeued}, already known {result.skipped}")
     return EXIT_OK
 
@@ -408,11 +354,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
     config = _config(args, need_credentials=False)
     if not (args.failed or args.deferred or args.ids_args):
         raise ConfigError("retry", "say what to retry: --failed, --deferred or ids")
-    store = JobStore.open_existing(config.daemon.state_dir, read_only=False)
-    try:
+    with JobStore.open_existing(config.daemon.state_dir, read_only=False) as store:
         count = store.retry(failed=args.failed, deferred=args.deferred, ext_ids=args.ids_args)
-    finally:
-        store.close()
     print(f"requeued {count} jobs")
     return EXIT_OK
 
@@ -427,8 +370,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 async def run_check(config: Config, out: Any = None) -> int:
     """The operator's first command: can the service start with this configuration?"""
-    from .client import KoreClient, api_session
-    from .store import JobStore
+    from .check import check_start
 
     out = out or sys.stdout
     ok = True
@@ -438,130 +380,9 @@ async def run_check(config: Config, out: Any = None) -> int:
         ok = ok and good
         print(f"{'ok  ' if good else 'FAIL'} {text}", file=out)
 
-    line(True, f"configuration {config.source} is valid")
-    archive = ("spool", spool_root(config)) if config.archive.target == "s3" else ("archive", config.archive.root)
-    for label, path in (archive, ("inbox", config.daemon.inbox_dir), ("state", config.daemon.state_dir)):
-        line(*_check_dir(label, path, config.archive.min_free_space if label == archive[0] else 0))
-    if config.archive.target == "s3":
-        from .s3check import check_bucket
-
-        await check_bucket(config, line, out)
-    try:
-        # The API budget is shared with a daemon running on the same state directory.
-        store = JobStore.open_in(config.daemon.state_dir)
-    except (ArchiverError, OSError, sqlite3.Error) as exc:
-        line(False, f"cannot open the job store in {config.daemon.state_dir}: {exc}")
-        store = None
-    if store is not None:
-        line(*_check_store_writable(store))
-    line(*_check_listen(config))
-    try:
-        async with api_session(config) as http:
-            client = KoreClient(config, http, store=store)
-            client.retry = type(client.retry)(max_attempts=1)
-            token = client.signer.token()
-            line(bool(token), "signed a JWT (HS256) with the client secret")
-            for good, text in await _probe_scopes(config, client, store):
-                line(good, text)
-    except ArchiverError as exc:
-        line(False, f"API call failed: {exc}")
-    finally:
-        if store is not None:
-            store.close()
-    if config.delete.enabled:
-        print(
-            "note scope 'Delete Recordings' (delete.enabled) cannot be probed without deleting a recording; "
-            "the first deletion shows whether it is mapped", file=out,
-        )
+    await check_start(config, line, out)
     print("the service can start" if ok else "the service cannot start: fix the lines marked FAIL", file=out)
     return EXIT_OK if ok else EXIT_FAILED
-
-
-PROBE_SESSION = "000000000000000000000000"  # a session id no account has
-
-
-async def _probe_scopes(config: Config, client: Any, store: Any) -> list[tuple[bool, str]]:
-    """One call per API scope the configuration uses, for a session that does not exist.
-
-    A 401 names a scope the app lacks; any other answer (even "no such session") shows the
-    call got past authentication and scope. Delete is not probed: the only probe is a delete.
-    """
-    from datetime import timedelta
-
-    from .analytics import AnalyticsClient
-    from .errors import AuthError, TransientError
-
-    analytics = AnalyticsClient(client, ledger=store)
-    now = datetime.now(timezone.utc)
-    probes: list[tuple[str, str, Callable[[], Awaitable[Any]]]] = []
-    if config.kore.fetch_recordings:
-        probes.append(("SmartAssist Recordings", "recordings", lambda: client.recordings_v2(SESSION, PROBE_SESSION)))
-    if config.kore.fetch_voicemail:
-        probes.append(("SmartAssist Voicemail", "voicemail", lambda: client.voicemail(PROBE_SESSION)))
-    if config.discovery.enabled:
-        probes.append((
-            "Bot Sessions", "discovery",
-            lambda: analytics.get_sessions(now - timedelta(hours=1), now, skip=0, limit=1),
-        ))
-    if config.kore.fetch_transcripts:
-        probes.append(("Chat History", "transcripts", lambda: analytics.get_messages([PROBE_SESSION], skip=0, limit=1)))
-    results = []
-    for scope, used_by, call in probes:
-        what = f"scope {scope!r} ({used_by})"
-        try:
-            await call()
-            results.append((True, f"{what}: the API at {config.kore.origin} accepted the credentials and scope"))
-        except (AuthError, TransientError) as exc:
-            results.append((False, f"{what}: API call failed: {exc}"))
-        except ArchiverError as exc:
-            results.append((True, f"{what}: accepted the credentials and scope (answered: {exc})"))
-    return results
-
-
-def _check_store_writable(store: Any) -> tuple[bool, str]:
-    """The job store takes a write from the user running check (the service's user, we hope)."""
-    try:
-        store.check_writable()
-    except sqlite3.Error as exc:
-        return False, f"the job store {store.path} is not writable by uid {os.geteuid()}: {exc}"
-    return True, f"the job store {store.path} is writable by uid {os.geteuid()}"
-
-
-def _check_listen(config: Config) -> tuple[bool, str]:
-    """observability.http_listen can be bound (or is bound by the archiver running now)."""
-    from .config import parse_listen
-    from .service import StateLock
-
-    if not config.observability.http_listen:
-        return True, "observability.http_listen is empty: no /healthz or /metrics"
-    host, port = parse_listen(config.observability.http_listen)
-    holder = StateLock(config.daemon.state_dir).holder()
-    if holder:
-        return True, f"observability.http_listen {host}:{port}: not tried, the archiver running now{holder} serves it"
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, kind, proto, _, address = infos[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
-    except OSError as exc:
-        return False, f"observability.http_listen {host}:{port} cannot be bound: {exc.strerror or exc}"
-    return True, f"observability.http_listen {host}:{port} can be bound"
-
-
-def _check_dir(label: str, path: Path, min_free: int) -> tuple[bool, str]:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".archiver-check-{os.getpid()}"
-        with open(probe, "wb") as handle:
-            handle.write(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        return False, f"{label} directory {path} is not writable: {exc.strerror or exc}"
-    free = shutil.disk_usage(path).free
-    if free < min_free:
-        return False, f"{label} directory {path}: only {format_size(free)} free (archive.min_free_space is {format_size(min_free)})"
-    return True, f"{label} directory {path} is writable, {format_size(free)} free"
 
 
 # -- verify -------------------------------------------------------------------------------------
@@ -615,29 +436,14 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 async def run_backfill(config: Config, date_from: datetime, date_to: datetime, out: Any = None) -> int:
-    """Walk a past range through getSessions in valid windows and queue what is new.
+    """``archiver backfill``: queue the sessions of a past range (see ``discovery.backfill_range``)."""
+    from .discovery import backfill_range
 
-    It holds the state lock: the daemon's discovery spends the same hourly Analytics budget,
-    and two processes could not keep their sum under it.
-    """
-    from .client import KoreClient, api_session
-    from .discovery import Discovery
-    from .service import StateLock
-    from .store import JobStore
-
-    out = out or sys.stdout
-    lock = StateLock(config.daemon.state_dir)
-    lock.acquire()
-    try:
-        with JobStore.open_in(config.daemon.state_dir) as store:
-            async with api_session(config) as http:
-                result = await Discovery(config, KoreClient(config, http, store=store), store).backfill(date_from, date_to)
-    finally:
-        lock.release()
+    result = await backfill_range(config, date_from, date_to)
     print(
         f"backfill {date_from:%Y-%m-%d %H:%M} .. {date_to:%Y-%m-%d %H:%M}: {result.windows} windows, "
         f"{result.pages} pages, {result.seen} voice sessions: {result.added} queued, {result.known} already known",
-        file=out,
+        file=out or sys.stdout,
     )
     return EXIT_OK
 
@@ -706,14 +512,10 @@ def cmd_state(args: argparse.Namespace) -> int:
         print(f"backed up {config.daemon.state_dir} to {result.path}: "
               + ", ".join(f"{name} ({format_size(size)})" for name, size in result.members))
         return EXIT_OK
-    from .service import StateLock
+    from .store import StateLock
 
-    lock = StateLock(config.daemon.state_dir)
-    lock.acquire()  # the daemon must not run while its job store is rebuilt
-    try:
+    with StateLock(config.daemon.state_dir):  # the daemon must not run while its job store is rebuilt
         result = state.rebuild(config)
-    finally:
-        lock.release()
     print(f"rebuilt from {result.source}: {result.sessions} archived sessions in the catalog, "
           f"{result.jobs_added} added to the job store as done"
           + (f" ({result.failed_sessions} with a failed part: failed)" if result.failed_sessions else ""))

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from .config import Config, load_config
 from .errors import ConfigError
 from .manifest import MANIFEST
+from .service import run_once
 from .simulator import Simulator, SimConfig
 
 DEMO_SECRET = "demo-client-secret"
@@ -86,8 +87,6 @@ http_listen = ""
 
 async def run_demo(base: Path, s3_url: str = "") -> int:
     """Run the demo into ``base`` (or, with ``s3_url``, into that bucket); returns the exit code."""
-    from .cli import run_once
-
     base = base.resolve()
     if s3_url:
         s3_section(s3_url)  # a bad URL is said before anything starts
@@ -102,9 +101,9 @@ async def run_demo(base: Path, s3_url: str = "") -> int:
             config = demo_config(base, sim, "v2", s3_url)
             await _ensure_bucket(config)
         print("\n== v2 recordings (signed media URLs) + voicemail, fed through the inbox")
-        code_v2 = await run_once(demo_config(base, sim, "v2", s3_url), [])
+        code_v2 = await _run_once(demo_config(base, sim, "v2", s3_url), [])
         print("\n== v1 recordings (inline base64, decoded while streaming)")
-        code_v1 = await run_once(demo_config(base, sim, "v1", s3_url), [("session", s) for s in V1_SESSIONS])
+        code_v1 = await _run_once(demo_config(base, sim, "v1", s3_url), [("session", s) for s in V1_SESSIONS])
     if s3_url:
         await _print_bucket(config)
         print(f"\ninbox results: {sorted(p.name for p in (base / 'inbox' / 'processed').iterdir())}")
@@ -115,6 +114,13 @@ async def run_demo(base: Path, s3_url: str = "") -> int:
     print(f"\ninbox results: {sorted(p.name for p in (base / 'inbox' / 'processed').iterdir())}")
     print(f"see the manifests: find {base / 'archive'} -name {MANIFEST}")
     return max(code_v2, code_v1)
+
+
+async def _run_once(config: Config, ids: list[tuple[str, str]]) -> int:
+    """One ``archiver once``: its summary printed, its exit code returned."""
+    result = await run_once(config, ids)
+    print("\n".join(result.summary()))
+    return result.exit_code
 
 
 async def _ensure_bucket(config: Config) -> None:

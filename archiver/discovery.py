@@ -36,10 +36,10 @@ from datetime import datetime, timezone
 
 from .analytics import AnalyticsClient, kore_time, utc
 from .calldetails import CallDetails, CallRecords, WalkStats, is_voice
-from .client import KoreClient
+from .client import KoreClient, api_session
 from .config import Config
 from .ids import SESSION, session_id_problem
-from .store import JobStore
+from .store import JobStore, StateLock
 
 log = logging.getLogger("archiver.discovery")
 
@@ -211,3 +211,15 @@ class Discovery:
                 value = value.replace(tzinfo=timezone.utc)
             return value.timestamp()
         return float(value)
+
+
+async def backfill_range(config: Config, date_from: float | datetime, date_to: float | datetime) -> DiscoveryResult:
+    """``archiver backfill``: walk a past range through getSessions in valid windows and queue
+    what is new.
+
+    It holds the state lock: the daemon's discovery spends the same hourly Analytics budget,
+    and two processes could not keep their sum under it.
+    """
+    with StateLock(config.daemon.state_dir), JobStore.open_in(config.daemon.state_dir) as store:
+        async with api_session(config) as http:
+            return await Discovery(config, KoreClient(config, http, store=store), store).backfill(date_from, date_to)

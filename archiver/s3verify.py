@@ -30,7 +30,7 @@ from .ids import SESSION, USER
 from .layout import session_dir
 from .manifest import MANIFEST, NO_MANIFEST, entry_problem, manifest_problem, now_iso, recordings_deleted
 from .s3 import Bucket, bucket_url, s3_client
-from .verify import BAD_MANIFEST, EXTRA, MISSING, SHA256, SIZE, UNREADABLE, SessionReport, VerifyReport
+from .verify_report import BAD_MANIFEST, EXTRA, MISSING, SHA256, SIZE, UNREADABLE, SessionReport, VerifyReport
 
 log = logging.getLogger("archiver.s3verify")
 

@@ -13,14 +13,14 @@ A lock file keeps two archivers off one state directory.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -32,17 +32,17 @@ from .archive import SessionArchiver
 from .calldetails import CallDetails, CallRecords
 from .coverage import Coverage, DayCoverage, write_report, yesterday
 from .client import KoreClient, api_session
-from .config import Config
+from .config import Config, format_size
 from .discovery import Discovery
 from .download import MediaDownloader, media_session
-from .errors import ArchiverError, StateLocked, Stopping
+from .errors import ArchiverError, Stopping
 from .health import HealthServer
 from .inbox import Inbox
 from .inbox_retention import prune_processed
 from .metrics import Metrics
 from .outlook import Outlook, Usage, outlook
 from .sdnotify import Notifier
-from .store import JobStore
+from .store import JobStore, StateLock
 from .worker import PoolStats, WorkerPool
 
 log = logging.getLogger("archiver.service")
@@ -59,52 +59,71 @@ STORE_POLL_INTERVAL = 1.0  # seconds between looks for commits by other processe
 INBOX_OUTCOME_LABELS = {"processed": "processed", "rejected": "rejected", "moved_aside": "quarantined"}
 
 
-class StateLock:
-    """An exclusive ``flock`` on ``<state_dir>/archiver.lock`` (released by the kernel on death)."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "archiver.lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StateLocked(f"another archiver is already running on {self.path.parent}{_holder(self.path)}") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-
-    def holder(self) -> str:
-        """`` (pid N)`` when another process holds the lock now, else ``""``; takes nothing."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return ""
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _holder(self.path) or " (pid unknown)"
-        finally:
-            os.close(fd)
-        return ""
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+# How ``run_once`` ended, and the exit code ``archiver once`` gives for it.
+DRAINED, FAILED, WAITING = "drained", "failed", "waiting"
+ONCE_EXIT_CODES = {DRAINED: 0, FAILED: 1, WAITING: 3}
 
 
-def _holder(path: Path) -> str:
-    """`` (pid N)`` of the lock's holder, as it wrote it, or nothing."""
+@dataclass(frozen=True)
+class OnceResult:
+    """What ``run_once`` did, and the queue it left."""
+
+    stats: PoolStats
+    counts: dict[str, int]
+
+    @property
+    def outcome(self) -> str:
+        """FAILED when a session failed, else WAITING when sessions are left to retry, else DRAINED."""
+        if self.stats.failed:
+            return FAILED
+        if any(self.counts.get(state, 0) for state in ("pending", "deferred", "running")):
+            return WAITING
+        return DRAINED
+
+    @property
+    def exit_code(self) -> int:
+        """``archiver once``'s exit code: 0 drained, 1 a session failed, 3 sessions left waiting."""
+        return ONCE_EXIT_CODES[self.outcome]
+
+    def summary(self, failures: int = 20) -> list[str]:
+        """The lines ``archiver once`` prints: totals, the queue, the first ``failures`` failures."""
+        stats = self.stats
+        lines = [
+            f"archived {stats.done} sessions ({format_size(stats.bytes)}), failed {stats.failed}, "
+            f"deferred {stats.deferred}; queue: " + ", ".join(f"{k} {v}" for k, v in self.counts.items() if v)
+        ]
+        lines += [f"  failed {ext_id}: {reason}" for ext_id, reason in stats.failures[:failures]]
+        return lines
+
+
+async def run_once(
+    config: Config, ids: list[tuple[str, str]], *, watch: Callable[[Service], Awaitable[None]] | None = None
+) -> OnceResult:
+    """Enqueue ``ids``, ingest the inbox, drain the queue (burst mode), then count what is left.
+
+    ``watch(service)``, when given, runs beside the service until it ends (a progress line).
+    """
+    if ids:
+        await asyncio.to_thread(_enqueue, config, ids)
+    service = Service(config, burst=True, handle_signals=True)
+    watcher = asyncio.create_task(watch(service)) if watch is not None else None
     try:
-        pid = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return ""
-    return f" (pid {pid})" if pid.isdigit() else ""
+        stats = await service.run()
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)  # a progress bar ends its line first
+    return OnceResult(stats, await asyncio.to_thread(_counts, config))
+
+
+def _enqueue(config: Config, ids: list[tuple[str, str]]) -> None:
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        store.enqueue(ids)
+
+
+def _counts(config: Config) -> dict[str, int]:
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        return store.counts()
 
 
 class Service:
@@ -487,3 +506,4 @@ class Service:
         if self.pool is not None and self.pool.disk_paused():
             reasons.append("disk: below archive.min_free_space or full")
         return reasons
+

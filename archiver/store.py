@@ -26,6 +26,7 @@ file.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import sqlite3
@@ -33,13 +34,13 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple, Self
 from urllib.parse import quote
 
 from . import ids
-from .errors import ConfigError, UnsafeInputError
+from .errors import ConfigError, StateLocked, UnsafeInputError
 
 PENDING, RUNNING, DONE, DEFERRED, FAILED = "pending", "running", "done", "deferred", "failed"
 STATES = (PENDING, RUNNING, DONE, DEFERRED, FAILED)
@@ -196,10 +197,16 @@ class StoreStatus:
     recent_errors: list[RecentError]
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready form (for ``archiver status --json``)."""
-        data = asdict(self)
-        data["recent_errors"] = [e._asdict() for e in self.recent_errors]
-        return data
+        """The JSON form ``archiver status --json`` prints."""
+        return {
+            "counts": self.counts,
+            "total": self.total,
+            "oldest_pending_at": self.oldest_pending_at,
+            "recent_errors": [
+                {"id": e.ext_id, "state": e.state, "error": e.last_error, "updated_at": e.updated_at}
+                for e in self.recent_errors
+            ],
+        }
 
 
 def _encode_parts(parts: Iterable[str]) -> str:
@@ -825,3 +832,61 @@ class JobStore:
         """SQLite's own check of the file; ``"ok"`` when healthy."""
         with self._lock:
             return "\n".join(row[0] for row in self._conn.execute("PRAGMA integrity_check"))
+
+
+class StateLock:
+    """An exclusive ``flock`` on ``<state_dir>/archiver.lock`` (released by the kernel on death).
+
+    One process at a time works on a state directory: the daemon, ``once``, ``backfill`` and
+    ``state rebuild`` hold it."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "archiver.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StateLocked(f"another archiver is already running on {self.path.parent}{_holder(self.path)}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def holder(self) -> str:
+        """`` (pid N)`` when another process holds the lock now, else ``""``; takes nothing."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return ""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder(self.path) or " (pid unknown)"
+        finally:
+            os.close(fd)
+        return ""
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _holder(path: Path) -> str:
+    """`` (pid N)`` of the lock's holder, as it wrote it, or nothing."""
+    try:
+        pid = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (pid {pid})" if pid.isdigit() else ""

@@ -300,7 +300,7 @@ async def test_rebuild_sets_an_unreadable_database_aside_and_refuses_while_the_d
     result = rebuild(config)
     assert result.sessions == len(IDS) and len(result.set_aside) == 1
     assert result.set_aside[0].read_bytes().startswith(b"this is not a database")  # kept, not deleted
-    from archiver.service import StateLock
+    from archiver.store import StateLock
 
     lock = StateLock(config.daemon.state_dir)
     lock.acquire()

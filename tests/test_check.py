@@ -126,7 +126,7 @@ async def test_check_beside_a_running_daemon_does_not_fail_on_its_port(tmp_path,
 
 async def test_check_fails_on_a_job_store_it_cannot_write(tmp_path):
     """What check reports for a store the running user may only read (root-owned, say)."""
-    from archiver.cli import _check_store_writable
+    from archiver.check import _check_store_writable
     from archiver.store import JobStore
 
     JobStore.open_in(tmp_path).close()

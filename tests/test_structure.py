@@ -78,7 +78,6 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-@pytest.mark.xfail(strict=True, reason="cli <-> demo: run_once still lives in cli")
 def test_the_import_graph_is_acyclic():
     graph = import_graph()
     assert "archiver.manifest" in graph and "archiver.cli" in graph
