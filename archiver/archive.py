@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from . import __version__
-from . import identity
+from . import audit, generations, identity
 from .analytics import AnalyticsClient
 from . import manifest as mf
 from .atomicfile import AtomicFile, remove_stale_temps, write_json, write_json_sync
@@ -118,7 +118,7 @@ class SessionArchiver:
             # An earlier attempt was here: clear what it left half-written. (The directory
             # itself is created by the first file written in it.)
             await asyncio.to_thread(remove_stale_temps, directory)
-            complete = await asyncio.to_thread(_start_from_manifest, directory, force)
+            complete = await asyncio.to_thread(_start_from_manifest, self.config, directory, id_type, ext_id, force)
             if complete is not None:
                 return _result_from_manifest(directory, complete)
 
@@ -412,8 +412,18 @@ class SessionArchiver:
         unproven = [f"{f['path']}: {f['unproven']}" for f in manifest["files"] if f.get("unproven")]
         if unproven:  # kept, and said here: the vendor's copy is not deleted on their strength
             manifest["unproven"] = unproven
+        kept, held = await asyncio.to_thread(generations.judge, directory, manifest)
+        if kept:
+            manifest["earlier_generations"] = kept
         await asyncio.to_thread(self._commit_manifest, directory, manifest, list(parts), unrecorded)
+        if held:
+            await asyncio.to_thread(generations.drop, directory, held)
+        if kept:
+            await asyncio.to_thread(generations.tidy, directory, manifest)
         result = _result_from_manifest(directory, manifest)
+        if kept:
+            result.reason = f"the earlier archive was kept as {kept[-1]['path']}: {kept[-1]['reason']}"
+            log.warning("%s: %s", ext_id, result.reason, extra={"kv_session": ext_id})
         if failed:
             result.outcome = "failed"
             result.reason = f"the vendor reports {', '.join(failed)} as failed"
@@ -581,26 +591,40 @@ def _check_inside(directory: Path, finals: list[Path]) -> None:
             raise ProtocolError(f"file name {final.name!r} escapes the session directory")
 
 
-def _start_from_manifest(directory: Path, force: bool) -> dict[str, Any] | None:
+def _gone_at_vendor(config: Config, manifest: dict[str, Any] | None, id_type: str, ext_id: str) -> str | None:
+    """Why the vendor's recordings of this session are (or may be) deleted, or None. The
+    manifest and the audit log are both asked: either may hold the only record."""
+    record = (manifest or {}).get("deletion")
+    if mf.gone_at_vendor(record):
+        return f"the manifest records the vendor's recordings as {mf.deletion_state(record)}"
+    if id_type == SESSION and audit.deleted_in_audit_log(config, {ext_id}):
+        return "the deletion audit log records the vendor's recordings as deleted or possibly deleted"
+    return None
+
+
+def _start_from_manifest(
+    config: Config, directory: Path, id_type: str, ext_id: str, force: bool
+) -> dict[str, Any] | None:
     """Prepare the part files from an earlier manifest (blocking); returns it when it is complete.
 
-    With ``force`` every part is fetched again, unless the vendor's recordings were deleted.
-    Otherwise the parts the manifest holds are kept and only its failed parts fetched again.
+    Anything that would write over what is there is refused when the vendor's recordings are
+    deleted or possibly deleted (manifest or audit log). With ``force`` every part is fetched
+    again, after what is there is kept as a generation (an archive only grows). Otherwise the
+    parts the manifest holds are kept and only its failed parts fetched again.
     """
     existing = mf.load(directory)
-    if force:
-        if mf.recordings_deleted(existing):
-            raise PermanentError(
-                "the vendor's recordings were deleted after this session was archived; "
-                "archiving it again would replace the manifest with an empty one"
-            )
-        mf.remove_parts(directory)
-        return None
-    if existing is not None and not mf.failed_parts(existing):
+    if not force and existing is not None and not mf.failed_parts(existing):
         # A run killed between writing the manifest and removing the part files left them
         # behind; the manifest supersedes them.
         mf.remove_parts(directory)
         return existing
+    gone = _gone_at_vendor(config, existing, id_type, ext_id)
+    if gone:
+        raise PermanentError(f"{gone}; it is never archived again over what is kept")
+    if force:
+        mf.remove_parts(directory)
+        generations.keep(directory, "archived again (forced)", mf.now_iso())
+        return None
     if existing is not None:
         mf.remove_parts(directory, mf.failed_parts(existing))
         mf.seed_part_files(directory, existing)

@@ -17,7 +17,7 @@ from typing import Any
 
 from .atomicfile import FILE_MODE, fsync_dir
 from .config import Config
-from .manifest import DELETED
+from .manifest import gone_at_vendor
 
 log = logging.getLogger("archiver.audit")
 
@@ -59,9 +59,12 @@ def append(fd: int, entry: dict[str, Any]) -> bool:
     return True
 
 
-def deleted_in_audit_log(config: Config, session_ids: set[str]) -> set[str]:
-    """Those of ``session_ids`` the audit log records as deleted (not dry runs), read line by line."""
-    found: set[str] = set()
+def last_lines(config: Config, session_ids: set[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The last real (not dry-run) line of each session (of ``session_ids``, or all) in the log.
+
+    The last line wins: an intent (``pending``) is followed by the answer when there was one.
+    """
+    found: dict[str, dict[str, Any]] = {}
     try:
         with open(audit_log_path(config), "rb") as handle:
             for raw in handle:
@@ -69,14 +72,19 @@ def deleted_in_audit_log(config: Config, session_ids: set[str]) -> set[str]:
                     entry = json.loads(raw)
                 except ValueError:  # a line cut short by a crash
                     continue
-                if (
-                    isinstance(entry, dict) and entry.get("session_id") in session_ids
-                    and entry.get("result") == DELETED and entry.get("dry_run") is False
-                ):
-                    found.add(entry["session_id"])
+                if not isinstance(entry, dict) or not isinstance(entry.get("session_id"), str):
+                    continue
+                if (session_ids is None or entry["session_id"] in session_ids) and entry.get("dry_run") is False:
+                    found[entry["session_id"]] = entry
     except FileNotFoundError:
         pass
     return found
 
 
-__all__ = ["AUDIT_LOG_NAME", "audit_log_path", "open_audit_log", "append", "deleted_in_audit_log"]
+def deleted_in_audit_log(config: Config, session_ids: set[str] | None = None) -> set[str]:
+    """Those of ``session_ids`` (or all) the audit log records as deleted, possibly deleted, or
+    about to be deleted with no answer after (see ``manifest.gone_at_vendor``)."""
+    return {sid for sid, entry in last_lines(config, session_ids).items() if gone_at_vendor(entry)}
+
+
+__all__ = ["AUDIT_LOG_NAME", "audit_log_path", "open_audit_log", "append", "last_lines", "deleted_in_audit_log"]

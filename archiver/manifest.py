@@ -12,10 +12,13 @@ The manifest::
     {"format": 1, "archiver": "...", "bot_id": "...", "id_type": "session", "id": "...",
      "archived_at": "...Z", "parts": {"<part>": {"status": "success", ...}},
      "files": [{"path": "recordings/a.wav", "size": 1, "sha256": "...", "kind": "audio", ...}],
-     "deletion": {"at": "...Z", "dry_run": false, "result": "deleted", "message": "..."}}
+     "deletion": {"at": "...Z", "dry_run": false, "state": "deleted", "result": "deleted", "message": "..."}}
 
-``deletion`` is added once the vendor's recordings were deleted (see ``deletion.py``). This
-module is the only one that spells these file names; the others import them from here.
+``deletion`` is written before DELETE is sent (``state: "pending"``) and again with its
+answer (see ``deletion.py``). Audio entries also carry how the vendor named the file
+(``offered_name``, ``position``) and what proves it whole (``length_source``, ``unproven``;
+see ``completeness.py``). This module is the only one that spells these file names, and says
+what counts as deleted; the others import them from here.
 """
 
 from __future__ import annotations
@@ -43,8 +46,12 @@ PART_SUFFIX = ".part.json"
 # session directory written by an older version, and is no sign of damage.
 _LEGACY_PART_TEMP = ".part.tmp"
 NO_MANIFEST = f"the session is not archived (no {MANIFEST})"
-# The result a deletion records once the vendor confirmed it (see ``deletion.py``).
-DELETED = "deleted"
+# The states a deletion record goes through (see ``deletion.py``).
+PENDING = "pending"  # written, fsynced, before DELETE is sent
+DELETED = "deleted"  # the vendor confirmed it
+POSSIBLY_DELETED = "possibly_deleted"  # sent, and no answer says whether it happened
+# What counts as deleted at the vendor: not archived over, not deleted again, not requeued.
+GONE = frozenset({PENDING, DELETED, POSSIBLY_DELETED})
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -200,22 +207,36 @@ def failed_parts(manifest: dict[str, Any]) -> list[str]:
     return [name for name, part in parts.items() if isinstance(part, dict) and part.get("status") == "failed"]
 
 
+def deletion_state(record: Any) -> str | None:
+    """The state of a deletion record (the manifest's ``deletion`` or an audit-log line; older
+    records have only ``result``), or None for a dry run or no record."""
+    if not isinstance(record, dict) or record.get("dry_run") is True:
+        return None
+    state = record.get("state", record.get("result"))
+    return state if isinstance(state, str) else None
+
+
+def gone_at_vendor(record: Any) -> bool:
+    """What counts as deleted: a record saying the vendor's recordings are deleted, possibly
+    deleted, or about to be (an intent with no answer after it). A record that does not say
+    ``dry_run`` counts: when in doubt, the archive is what must be kept."""
+    return deletion_state(record) in GONE
+
+
 def recordings_deleted(manifest: dict[str, Any] | None) -> bool:
-    """What counts as deleted: the manifest records a deletion of the vendor's recordings that
-    the vendor confirmed and that was not a dry run (a record saying ``deleted`` without saying
-    ``dry_run`` counts: when in doubt, the archive is what must be kept)."""
-    deletion = (manifest or {}).get("deletion")
-    return isinstance(deletion, dict) and deletion.get("result") == DELETED and deletion.get("dry_run") is not True
+    """True when the manifest's ``deletion`` record counts as deleted (see ``gone_at_vendor``)."""
+    return gone_at_vendor((manifest or {}).get("deletion"))
 
 
-def with_deletion(manifest: dict[str, Any], at: str, dry_run: bool, result: str, message: str) -> dict[str, Any]:
+def with_deletion(manifest: dict[str, Any], at: str, dry_run: bool, state: str, message: str) -> dict[str, Any]:
     """The manifest with a ``deletion`` record, everything else unchanged."""
-    return dict(manifest, deletion={"at": at, "dry_run": dry_run, "result": result, "message": message})
+    return dict(manifest, deletion={"at": at, "dry_run": dry_run, "state": state, "result": state, "message": message})
 
 
 __all__ = [
     "MANIFEST", "MANIFEST_FORMAT", "RECORDINGS", "VOICEMAIL", "TRANSCRIPT", "CALL", "PARTS", "NO_MANIFEST",
     "now_iso", "part_file", "is_work_file", "read_part", "write_part", "write_part_sync", "remove_parts",
-    "seed_part_files", "read_json", "load", "read_manifest", "manifest_problem", "exists", "commit", "rewrite", "entry_problem",
-    "failed_parts", "recordings_deleted", "with_deletion",
+    "seed_part_files", "read_json", "load", "read_manifest", "manifest_problem", "exists", "commit", "rewrite",
+    "entry_problem", "failed_parts", "recordings_deleted", "with_deletion", "deletion_state", "gone_at_vendor",
+    "PENDING", "DELETED", "POSSIBLY_DELETED", "GONE",
 ]

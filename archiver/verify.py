@@ -27,12 +27,14 @@ import random
 import stat
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Iterator, TextIO
 
 from .audit import deleted_in_audit_log
 from .config import Config
+from .generations import GENERATION_FILE, GENERATIONS, generation_dirs
 from .ids import SESSION
 from .layout import id_type_of, session_dir, session_dirs
 from .manifest import MANIFEST, NO_MANIFEST, exists as manifest_exists, entry_problem, is_work_file, now_iso, read_manifest, recordings_deleted
@@ -128,11 +130,42 @@ def verify_session(directory: Path) -> SessionReport:
         else:
             report.files += 1
             report.bytes += entry["size"]
+    generation_files = _check_generations(directory, report)
     for rel in _present_files(directory):
-        if rel == MANIFEST or rel in listed or is_work_file(PurePosixPath(rel)):
+        if rel == MANIFEST or rel in listed or rel in generation_files or is_work_file(PurePosixPath(rel)):
             continue
         report.add(rel, EXTRA, "on disk but not in the manifest")
     return report
+
+
+def _check_generations(directory: Path, report: SessionReport) -> set[str]:
+    """Check the earlier generations kept in the session directory (see ``generations``)
+    against their ``generation.json``; the paths they account for."""
+    accounted: set[str] = set()
+    for number, path in generation_dirs(directory):
+        base = f"{GENERATIONS}/{number}"
+        accounted.add(f"{base}/{GENERATION_FILE}")
+        try:
+            record = json.loads((path / GENERATION_FILE).read_bytes())
+            entries = record["files"]
+            if not isinstance(entries, list):
+                raise TypeError
+        except (OSError, ValueError, KeyError, TypeError):
+            report.add(f"{base}/{GENERATION_FILE}", BAD_MANIFEST, "unreadable or not a generation record")
+            continue
+        for index, entry in enumerate(entries):
+            problem = entry_problem(entry) if not (isinstance(entry, dict) and entry.get("path") == MANIFEST) else None
+            if problem is not None:
+                report.add(f"{base}/{GENERATION_FILE}", BAD_MANIFEST, f"files[{index}]: {problem}")
+                continue
+            accounted.add(f"{base}/{entry['path']}")
+            found = check_file(path, entry)
+            if found is not None:
+                report.problems.append(replace(found, path=f"{base}/{found.path}"))
+            else:
+                report.files += 1
+                report.bytes += entry["size"]
+    return accounted
 
 
 # -- walking the archive -----------------------------------------------------------------------
@@ -228,8 +261,9 @@ async def verify_archive(
 
 
 async def _note_deletions_from_audit_log(config: Config, report: VerifyReport) -> None:
-    """A session whose manifest cannot be read may still have had its recordings deleted: ask the audit log."""
-    unknown = {s.session_id: s for s in report.damaged if s.id_type == SESSION and not s.manifest_readable}
+    """The audit log may hold the only record of a deletion (the manifest cannot be read, or
+    its rewrite after DELETE failed): ask it about every damaged session."""
+    unknown = {s.session_id: s for s in report.damaged if s.id_type == SESSION and not s.deleted_at_source}
     if not unknown:
         return
     for session_id in await asyncio.to_thread(deleted_in_audit_log, config, set(unknown)):
@@ -280,7 +314,8 @@ def requeue(report: VerifyReport, store: JobStore) -> EnqueueResult:
 
 def _why_not_requeued(session: SessionReport) -> str | None:
     if session.deleted_at_source:
-        return "its recordings were deleted at the vendor; restore the files from a backup"
+        return ("its recordings are deleted or possibly deleted at the vendor (manifest or audit log); "
+                "restore the files from a backup")
     if all(p.kind == EXTRA for p in session.problems):
         # The archived files are intact; archiving again would fetch them anew and leave the strays.
         return "only files the manifest does not list; inspect and remove them"

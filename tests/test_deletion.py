@@ -11,7 +11,9 @@ import pytest
 from archiver.client import KoreClient, api_session
 from archiver.config import Config
 from archiver.audit import audit_log_path
-from archiver.deletion import ALREADY_DELETED, DELETED, DISABLED, DRY_RUN, ERROR, REFUSED, delete_after_archive
+from archiver.deletion import (
+    ALREADY_DELETED, DELETED, DISABLED, DRY_RUN, ERROR, POSSIBLY_DELETED, REFUSED, delete_after_archive,
+)
 
 from .conftest import archiver_for, SECRET, make_config
 
@@ -73,18 +75,24 @@ async def test_deletes_once_when_every_check_passes(archived):
     deletion = after.pop("deletion")
     assert after == before  # nothing else in the manifest changed
     assert deletion == {
-        "at": deletion["at"], "dry_run": False, "result": "deleted", "message": "Call recordings deleted successfully",
+        "at": deletion["at"], "dry_run": False, "state": "deleted", "result": "deleted",
+        "message": "Call recordings deleted successfully",
     }
-    [line] = audit_lines(config)
-    assert line["session_id"] == SID and line["result"] == "deleted" and line["dry_run"] is False
+    # Written ahead: the intent, then the answer.
+    intent, line = audit_lines(config)
+    assert intent["session_id"] == SID and intent["state"] == "pending" and intent["dry_run"] is False
+    assert line["session_id"] == SID and line["state"] == line["result"] == "deleted" and line["dry_run"] is False
     assert line["message"] == "Call recordings deleted successfully" and line["at"] == deletion["at"]
+    # Asked again right before deleting: a fresh listing, then the DELETE.
+    api = [(r.method, r.path.rsplit("/", 1)[-1]) for r in sim.requests if r.server == "api"]
+    assert api[-2:] == [("GET", "recordings"), ("DELETE", "recordings")]
     assert line["files"] == [{"path": f["path"], "size": f["size"], "sha256": f["sha256"]} for f in recordings_of(before)]
     audit_text = audit_log_path(config).read_text()
     assert SECRET not in audit_text and "eyJ" not in audit_text
     # Idempotent: a session whose manifest records the deletion is not deleted again.
     again = await delete(config, directory)
     assert again.status == ALREADY_DELETED
-    assert len(deletes(sim)) == 1 and len(audit_lines(config)) == 1
+    assert len(deletes(sim)) == 1 and len(audit_lines(config)) == 2
 
 
 def _flip(directory: Path) -> str:
@@ -183,7 +191,7 @@ async def test_dry_run_records_without_deleting(archived):
     # A dry run is not a deletion: once dry_run is off, the session is deleted.
     real = configure(delete__enabled=True)
     assert (await delete(real, directory)).status == DELETED
-    assert sim.stats.deleted == {SID} and [l["result"] for l in audit_lines(real)] == ["dry_run", "deleted"]
+    assert sim.stats.deleted == {SID} and [l["result"] for l in audit_lines(real)] == ["dry_run", "pending", "deleted"]
 
 
 async def test_disabled_does_nothing(archived):
@@ -197,24 +205,40 @@ async def test_disabled_does_nothing(archived):
     assert not audit_log_path(config).exists()
 
 
-async def test_a_failed_call_is_recorded_and_the_session_stays_archived(archived):
+async def test_a_5xx_answer_leaves_the_session_possibly_deleted(archived):
+    """A 5xx to DELETE says nothing about whether it happened: possibly deleted, for good."""
     sim, configure, directory = archived
     config = configure(delete__enabled=True)
-    sim.faults.api_5xx = 1.0
+    sim.faults.delete_status = 500
     outcome = await delete(config, directory)
-    assert outcome.status == ERROR and "HTTP 5" in outcome.reason and outcome.recorded
+    assert outcome.status == POSSIBLY_DELETED and "HTTP 500" in outcome.reason and outcome.recorded
     assert len(deletes(sim)) == 1  # sent once, never retried
-    assert sim.stats.deleted == set()
-    [line] = audit_lines(config)
-    assert line["result"] == "error" and line["dry_run"] is False and "HTTP 5" in line["message"]
-    assert manifest_of(directory)["deletion"]["result"] == "error"
+    intent, line = audit_lines(config)
+    assert intent["state"] == "pending" and line["state"] == "possibly_deleted" and "HTTP 500" in line["message"]
+    assert manifest_of(directory)["deletion"]["state"] == "possibly_deleted"
+    sim.faults.delete_status = 0
     requests = len(sim.requests)
     async with archiver_for(config) as archiver:
         result = await archiver.archive("session", SID)
     assert result.outcome == "done" and len(sim.requests) == requests  # still archived: nothing fetched
-    sim.faults.api_5xx = 0.0
+    again = await delete(config, directory)  # treated as deleted from now on
+    assert again.status == ALREADY_DELETED and len(deletes(sim)) == 1
+
+
+async def test_a_refused_call_is_recorded_and_may_be_tried_again(archived):
+    """A 4xx answer is the vendor refusing: nothing was deleted, a later run may try again."""
+    sim, configure, directory = archived
+    config = configure(delete__enabled=True)
+    sim.faults.delete_status = 412
+    outcome = await delete(config, directory)
+    assert outcome.status == ERROR and "HTTP 412" in outcome.reason and outcome.recorded
+    assert sim.stats.deleted == set()
+    assert [l["state"] for l in audit_lines(config)] == ["pending", "error"]
+    assert manifest_of(directory)["deletion"]["state"] == "error"
+    sim.faults.delete_status = 0
     assert (await delete(config, directory)).status == DELETED
-    assert sim.stats.deleted == {SID} and [l["result"] for l in audit_lines(config)] == ["error", "deleted"]
+    assert sim.stats.deleted == {SID}
+    assert [l["state"] for l in audit_lines(config)] == ["pending", "error", "pending", "deleted"]
 
 
 async def test_audit_log_is_appended_at_the_configured_path(archived, tmp_path):
@@ -224,5 +248,5 @@ async def test_audit_log_is_appended_at_the_configured_path(archived, tmp_path):
     assert (await delete(config, directory)).deleted
     assert (await delete(config, other, OTHER)).deleted
     assert audit_log_path(config) == tmp_path / "audit" / "deleted.jsonl"
-    assert [line["session_id"] for line in audit_lines(config)] == [SID, OTHER]
+    assert [line["session_id"] for line in audit_lines(config)] == [SID, SID, OTHER, OTHER]  # intent, answer
     assert sim.stats.deleted == {SID, OTHER}

@@ -44,6 +44,7 @@ class Vendor:
     v1: dict[str, Any] = field(default_factory=dict)
     voicemail: dict[str, Any] = field(default_factory=dict)
     media: dict[str, Handler] = field(default_factory=dict)  # media name -> handler
+    on_delete: Handler | None = None  # DELETE /v2/recordings; None: "deleted successfully"
     seen: list[Seen] = field(default_factory=list)
     runner: web.AppRunner | None = None
     url: str = ""
@@ -85,7 +86,9 @@ class Vendor:
 
         return answer
 
-    async def _delete(self, request: web.Request) -> web.Response:
+    async def _delete(self, request: web.Request) -> web.StreamResponse:
+        if self.on_delete is not None:
+            return await self.on_delete(request)
         return web.json_response({"message": "Call recordings deleted successfully"})
 
     async def _media(self, request: web.Request) -> web.StreamResponse:

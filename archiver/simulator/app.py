@@ -156,7 +156,12 @@ class Api:
         session_id = _arg(request, "sessionId", _SESSION_ID)
         if session_id is None:
             raise InvalidArguments
+        status = self.state.config.faults.delete_status
+        if status:
+            return web.json_response({"errors": [{"msg": "simulated deletion failure", "code": status}]}, status=status)
         self.state.delete(session_id)
+        if self.state.roll("delete_answer_lost") and request.transport is not None:
+            request.transport.abort()  # deleted, and the answer never arrives
         return bodies.json_response({"message": "Call recordings deleted successfully", "sessionId": session_id})
 
     async def voicemail(self, request: web.Request) -> web.Response:

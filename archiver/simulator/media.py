@@ -110,7 +110,10 @@ class MediaHost:
         start, end = span or (0, media.size)
         resp = web.StreamResponse(status=206 if span else 200)
         resp.content_type = "audio/wav"
-        resp.content_length = end - start
+        if self.state.roll("no_length"):
+            resp.enable_chunked_encoding()
+        else:
+            resp.content_length = end - start
         resp.headers["Accept-Ranges"] = "bytes"
         resp.headers["ETag"] = _etag(media)
         if span:

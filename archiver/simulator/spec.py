@@ -30,6 +30,9 @@ class Faults:
     media_reset: float = 0.0  # abort the TCP connection part-way through the body
     media_truncate: float = 0.0  # full Content-Length, then a clean EOF part-way through
     ignore_range: float = 0.0  # answer a ranged GET with 200 and the whole file
+    no_length: float = 0.0  # media without Content-Length (chunked); a truncation then ends it cleanly
+    delete_status: int = 0  # DELETE /v2/recordings answers this HTTP status and deletes nothing (0: off)
+    delete_answer_lost: float = 0.0  # DELETE deletes, then the connection drops before the answer
     slow_body: float = 0.0  # send the body in small pieces, slow_body_delay apart
     slow_body_delay: float = 0.05
     expired_url: float = 0.0  # the API hands out media URLs whose e= is already past

@@ -57,6 +57,11 @@ async def send_body(
             for part in _split(piece, slow_piece):
                 if stop_at is not None and sent + len(part) > stop_at:
                     await _write(resp, part[: stop_at - sent], on_sent)
+                    if ending is Ending.TRUNCATE and resp.chunked:
+                        # No length was promised: a proper last chunk ends the body early and
+                        # nothing in the answer says it was cut.
+                        await resp.write_eof()
+                        return False
                     await _end(request, ending)
                     return False
                 if slow_delay and sent:
