@@ -36,8 +36,8 @@ from .targets import open_reader
 from .atomicfile import fsync_dir
 from .catalog import FILE_NAME as CATALOG_FILE, Catalog
 from .config import Config
-from .audit import AUDIT_LOG_NAME, audit_log_path
-from .manifest import DELETED
+from .audit import AUDIT_LOG_NAME, audit_log_path, last_lines
+from .manifest import gone_at_vendor
 from .errors import ArchiverError
 from .store import FILE_NAME as JOBS_FILE, JobStore
 
@@ -227,21 +227,9 @@ def _archived_parts(manifest: dict[str, Any]) -> list[str]:
 
 
 def deletions_in_audit_log(config: Config) -> dict[str, dict[str, Any]]:
-    """Session id -> its audit-log line, for every real (not dry-run) deletion the log records."""
-    found: dict[str, dict[str, Any]] = {}
-    try:
-        with open(audit_log_path(config), "rb") as handle:
-            for raw in handle:
-                try:
-                    entry = json.loads(raw)
-                except ValueError:  # a line cut short by a crash
-                    continue
-                if (isinstance(entry, dict) and isinstance(entry.get("session_id"), str)
-                        and entry.get("result") == DELETED and entry.get("dry_run") is False):
-                    found[entry["session_id"]] = {"at": entry.get("at")}
-    except FileNotFoundError:
-        pass
-    return found
+    """Session id -> {"at": ...}, for every session the audit log records as deleted (its last
+    real line says ``deleted``, ``possibly_deleted`` or a ``pending`` intent)."""
+    return {sid: {"at": line.get("at")} for sid, line in last_lines(config).items() if gone_at_vendor(line)}
 
 
 __all__ = ["backup", "rebuild", "BackupResult", "RebuildResult", "deletions_in_audit_log", "EXPORT_LOG_NAME",

@@ -55,6 +55,17 @@ async def simulator() -> AsyncIterator[Callable[..., Any]]:
         await sim.close()
 
 
+@pytest.fixture
+async def vendor() -> AsyncIterator[Any]:
+    """A crafted vendor on loopback (``tests/vendor.py``), each answer scripted by the test."""
+    from .vendor import Vendor
+
+    server = Vendor()
+    await server.start()
+    yield server
+    await server.close()
+
+
 def make_config(tmp_path: Path, sim: Simulator, **settings: Any) -> Config:
     """A Config for ``sim`` rooted in ``tmp_path``; ``settings`` are ``section__key=value``."""
     values: dict[str, dict[str, Any]] = {

@@ -28,19 +28,11 @@ from archiver.simulator import Faults
 from archiver.store import JobStore
 
 from .conftest import SECRET, archiver_for, make_config
-from .vendor import Vendor, audio_of, config_for, directory_of, drain, manifest_of, serve_bytes, v2_answer, wav
+from .vendor import audio_of, config_for, directory_of, drain, manifest_of, serve_bytes, v2_answer, wav
 
 SID = "67ab573f3685d1ba99541234"
 FULL = wav(bytes(range(256)) * 400)
 LEG = wav(b"\x42" * 20_000)
-
-
-@pytest.fixture
-async def vendor():
-    server = Vendor()
-    await server.start()
-    yield server
-    await server.close()
 
 
 def audit(config) -> list[dict]:

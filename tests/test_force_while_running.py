@@ -15,14 +15,12 @@ from archiver.service import Service
 from archiver.store import JobStore
 
 from .conftest import wait_for
-from .vendor import Vendor, audio_of, config_for, serve_bytes, v2_answer, wav
+from .vendor import audio_of, config_for, serve_bytes, v2_answer, wav
 
 SID = "67ab573f3685d1ba99541234"
 
 
-async def test_enqueue_force_on_a_running_session_archives_it_again(tmp_path):
-    vendor = Vendor()
-    await vendor.start()
+async def test_enqueue_force_on_a_running_session_archives_it_again(tmp_path, vendor):
     audio = wav(b"\x11" * 9000)
     release = asyncio.Event()
     serve = serve_bytes(audio)
@@ -57,6 +55,5 @@ async def test_enqueue_force_on_a_running_session_archives_it_again(tmp_path):
         release.set()
         service.stop()
         await asyncio.wait_for(task, 30)
-        await vendor.close()
     assert len(vendor.requests("GET", "/media/call.wav")) == 2  # fetched again, not reused
     assert audio_of(config, SID) == {"call.wav": audio}

@@ -18,19 +18,11 @@ from archiver.cli import main as cli_main
 from archiver.store import JobStore
 from archiver.verify import verify_session
 
-from .vendor import Vendor, audio_of, config_for, directory_of, drain, manifest_of, serve_bytes, v2_answer, wav
+from .vendor import audio_of, config_for, directory_of, drain, manifest_of, serve_bytes, v2_answer, wav
 
 SID = "67ab573f3685d1ba99541234"
 A = wav(b"\xa1" * 30_000)
 B = wav(b"\xb2" * 20_000)
-
-
-@pytest.fixture
-async def vendor():
-    server = Vendor()
-    await server.start()
-    yield server
-    await server.close()
 
 
 async def archived(tmp_path, vendor, **settings):

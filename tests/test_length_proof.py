@@ -19,14 +19,6 @@ SID = "67ab573f3685d1ba99541234"
 FULL = wav(bytes(range(256)) * 400)  # 102,444 bytes with real RIFF sizes
 
 
-@pytest.fixture
-async def vendor():
-    server = Vendor()
-    await server.start()
-    yield server
-    await server.close()
-
-
 def sidecar_of(config, name: str) -> dict:
     return json.loads((directory_of(config, SID) / "recordings" / f"{name}.json").read_text())
 

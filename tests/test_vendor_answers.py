@@ -11,18 +11,10 @@ import pytest
 from aiohttp import web
 
 from .reliability import Captured
-from .vendor import Vendor, audio_of, config_for, drain, serve_bytes, v2_answer, wav
+from .vendor import audio_of, config_for, drain, serve_bytes, v2_answer, wav
 
 SID = "67ab573f3685d1ba99541234"
 VOICE = wav(b"\x01\x02" * 3000)
-
-
-@pytest.fixture
-async def vendor():
-    server = Vendor()
-    await server.start()
-    yield server
-    await server.close()
 
 
 @pytest.mark.parametrize("status", ["processing", "pending", "call_in_progress", "media_in_progress"])
