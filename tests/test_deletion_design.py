@@ -162,27 +162,27 @@ async def test_a_lost_answer_is_possibly_deleted_and_never_archived_over(tmp_pat
 async def test_a_failed_manifest_rewrite_after_delete_leaves_it_pending(tmp_path, vendor, monkeypatch):
     """Attack: the manifest cannot be rewritten after DELETE (full disk). Before: the manifest
     said nothing, and the session looked like any archived one."""
-    import archiver.deletion as deletion
+    import archiver.manifest as manifest
 
     vendor.v2[SID] = v2_answer(("a.wav", vendor.media_url("a.wav")))
     vendor.media["a.wav"] = serve_bytes(FULL)
     config = config_for(tmp_path, vendor, delete__enabled=True)
     async with archiver_for(config) as archiver:
         await archiver.archive("session", SID)
-    real = deletion.write_json
+    real = manifest.rewrite
     calls = []
 
-    async def second_write_fails(path, document):
+    async def second_write_fails(directory, document):
         calls.append(document.get("deletion", {}).get("state"))
         if len(calls) > 1:
             raise OSError(28, "No space left on device")
-        return await real(path, document)
+        return await real(directory, document)
 
-    monkeypatch.setattr(deletion, "write_json", second_write_fails)
+    monkeypatch.setattr(manifest, "rewrite", second_write_fails)
     outcome = await delete(config)
     assert outcome.status == DELETED and not outcome.recorded and calls == ["pending", "deleted"]
     assert manifest_of(config, SID)["deletion"]["state"] == "pending"  # read as possibly deleted
-    monkeypatch.setattr(deletion, "write_json", real)
+    monkeypatch.setattr(manifest, "rewrite", real)
     assert (await delete(config)).status == ALREADY_DELETED and len(vendor.requests("DELETE", "/v2/recordings")) == 1
     async with archiver_for(config) as archiver:
         with pytest.raises(PermanentError, match="pending"):
