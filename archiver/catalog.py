@@ -34,6 +34,7 @@ from .archive_reader import ArchiveReader, FileArchiveReader, StoredSession, lis
 from .config import Config, local_root
 from .errors import ConfigError
 from .ids import object_id_time
+from .manifest import recordings_deleted
 
 log = logging.getLogger("archiver.catalog")
 
@@ -175,7 +176,7 @@ def _row(stored: StoredSession, manifest: dict[str, Any], files: list[dict[str, 
         "file_count": len(files),
         "bytes": sum(e["size"] for e in files),
         "archived_at": archived_at,
-        "deleted": 1 if deletion and deletion.get("result") == "deleted" and deletion.get("dry_run") is False else 0,
+        "deleted": 1 if recordings_deleted(manifest) else 0,  # deleted, possibly deleted, or pending
         "deletion": json.dumps(deletion, sort_keys=True) if deletion else None,
         "target": target,
         "location": stored.location,

@@ -47,7 +47,9 @@ from .completeness import unproven_reason
 from .config import Config
 from .errors import ArchiverError, AuthError, PermanentError, RateLimited
 from .ids import SESSION, session_id_problem
-from .manifest import DELETED, PENDING, POSSIBLY_DELETED, RECORDINGS, entry_problem, gone_at_vendor, now_iso, read_manifest
+from .manifest import (
+    DELETED, MANIFEST, PENDING, POSSIBLY_DELETED, RECORDINGS, entry_problem, gone_at_vendor, now_iso, read_manifest,
+)
 from .redact import scrub
 from .verify import check_file
 
@@ -135,7 +137,7 @@ def _read_checked_manifest(directory: Path, session_id: str) -> dict[str, Any]:
         raise _Refused(f"{directory} is not the directory of session {session_id}")
     manifest, why = read_manifest(Path(directory))
     if manifest is None:
-        raise _Refused(f"manifest.json: {why}")
+        raise _Refused(f"{MANIFEST}: {why}")
     if manifest.get("id_type") != SESSION:
         raise _Refused("the manifest is not a session's (recordings looked up by user are not deleted)")
     return manifest
