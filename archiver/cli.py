@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     coverage.add_argument("--json", action="store_true", help="machine-readable output, every id listed")
     coverage.add_argument("--enqueue-missing", action="store_true", help="queue the sessions found missing")
     find = with_filters(with_config(sub.add_parser("find", help="search the catalog of archived sessions")))
-    find.add_argument("--to", dest="date_to", type=_date_arg, help="started on or before (a date: that whole day)")
+    find.add_argument("--to", dest="date_to", type=_date_arg, metavar="DATE",
+                      help="started on or before (a date: that whole day)")
     shape = find.add_mutually_exclusive_group()
     shape.add_argument("--json", action="store_const", dest="fmt", const="json", help="a JSON array")
     shape.add_argument("--csv", action="store_const", dest="fmt", const="csv", help="CSV with a header line")
@@ -131,13 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
 def with_filters(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The catalog filters ``find`` and ``export`` share (``--until`` is ``find``'s ``--to``;
     ``export`` spends ``--to`` on its destination)."""
-    p.add_argument("--from", dest="date_from", type=_date_arg, help="started on or after (YYYY-MM-DD or ISO 8601, UTC)")
-    p.add_argument("--until", dest="date_to", type=_date_arg, help="started on or before (a date: that whole day)")
-    p.add_argument("--agent", help="an agent's name, e-mail or id contains this (any case)")
-    p.add_argument("--caller", help="the caller, callee or dialled number contains this (digits alone also match)")
-    p.add_argument("--queue", help="a queue's name contains this")
-    p.add_argument("--disposition", help="a disposition or its remark contains this")
-    p.add_argument("--text", metavar="WORDS", help="every word appears in a voicemail transcription or call transcript")
+    p.add_argument("--from", dest="date_from", type=_date_arg, metavar="DATE",
+                   help="started on or after (YYYY-MM-DD or ISO 8601, UTC)")
+    p.add_argument("--until", dest="date_to", type=_date_arg, metavar="DATE",
+                   help="started on or before (a date: that whole day)")
+    p.add_argument("--agent", metavar="TEXT", help="an agent's name, e-mail or id contains this (any case)")
+    p.add_argument("--caller", metavar="TEXT", help="the caller, callee or dialled number contains this (digits alone also match)")
+    p.add_argument("--queue", metavar="TEXT", help="a queue's name contains this")
+    p.add_argument("--disposition", metavar="TEXT", help="a disposition or its remark contains this")
+    p.add_argument("--text", metavar="WORDS", nargs="+",
+                   help="every word appears in a voicemail transcription or call transcript")
     return p
 
 
@@ -149,7 +153,7 @@ def _filters(args: argparse.Namespace) -> Any:
     if start is not None and end is not None and end <= start:
         raise ConfigError("--until", "must be after --from")
     return Filters(date_from=start, date_to=end, agent=args.agent, caller=args.caller, queue=args.queue,
-                   disposition=args.disposition, text=args.text)
+                   disposition=args.disposition, text=" ".join(args.text) if args.text else None)
 
 
 def _date_arg(value: str) -> datetime:

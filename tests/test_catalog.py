@@ -145,6 +145,7 @@ async def test_find_filters_return_exactly_the_expected_sessions(archived, capsy
             assert sid in expected
             assert find(config, capsys, "--text", query) == expected, query
     assert find(config, capsys, "--text", 'NEAR(" OR *') == []  # FTS syntax is searched as words
+    assert find(config, capsys, "--text", *query.split()) == expected  # unquoted words too
     # CSV and the table carry the same sessions.
     capsys.readouterr()
     assert cli_main(["find", "--config", str(config.source), "--csv", "--agent", "alice"]) == 0
@@ -356,7 +357,8 @@ async def test_find_without_a_state_directory_is_one_clear_line(tmp_path, simula
     assert not config.daemon.state_dir.exists()
 
 
-SIM_IDS = [f"{0x67a9a000 + day * 86400 + i * 997:08x}{i:016x}" for day in range(3) for i in range(6)]
+D0 = datetime(2025, 3, 10, tzinfo=timezone.utc).timestamp()
+DAY = 86400.0
 
 
 def words(value: Any) -> str:
@@ -364,16 +366,22 @@ def words(value: Any) -> str:
 
 
 async def test_find_returns_exactly_the_sessions_the_simulators_call_details_describe(tmp_path, simulator, capsys):
-    from archiver.calldetails import call_document
+    """Sessions archived with their call details (call.json written while archiving): each
+    filter finds exactly the sessions whose vendor record matches, and the catalog built
+    while archiving equals the one rebuilt from the archive."""
     from archiver.simulator.calldetails import call_record
 
-    sim = await simulator(voicemail_rate=0.3)
-    config = make_config(tmp_path, sim)
-    assert await run_once(config, [("session", sid) for sid in SIM_IDS]) == 0
-    records = {sid: call_record(sim.config, sim.record(sid), sim.session(sid)) for sid in SIM_IDS}
-    for sid, record in records.items():
-        add_call_json(config, sid, call_document(record, (), "2025-02-13T00:00:00Z"))
+    sim = await simulator(sessions_per_day=8, now=D0 + 3 * DAY, voicemail_rate=0.3, call_details_per_minute=0)
+    ids = [r.session_id for r in sim.population(D0, D0 + 3 * DAY - 1) if r.channel == "korevg"]
+    config = make_config(tmp_path, sim, kore__account_id="sim-account", call_details__requests_per_minute=100000)
+    assert await run_once(config, [("session", sid) for sid in ids]) == 0
+    records = {sid: call_record(sim.config, sim.record(sid), sim.session(sid)) for sid in ids}
+    during = catalog_snapshot(config)
+    assert all(row["call_details"] == 1 for row in during) and len(during) == len(ids)
+    for name in ("catalog.sqlite3", "catalog.sqlite3-wal", "catalog.sqlite3-shm"):
+        (config.daemon.state_dir / name).unlink(missing_ok=True)
     assert cli_main(["state", "rebuild", "--config", str(config.source)]) == 0
+    assert catalog_snapshot(config) == during
 
     def expect(keep) -> list[str]:
         return sorted((sid for sid, r in records.items() if keep(r)), key=lambda s: (sim.record(s).start, s))
@@ -392,12 +400,12 @@ async def test_find_returns_exactly_the_sessions_the_simulators_call_details_des
     for disposition in sorted(dispositions):
         assert find(config, capsys, "--disposition", disposition) == expect(
             lambda r: disposition.lower() in words(r.get("dispositions", []) + r.get("dispositionRemarks", []))), disposition
-    some_caller = records[SIM_IDS[4]]["metaInfo"]["caller"]
+    some_caller = records[ids[4]]["metaInfo"]["caller"]
     assert find(config, capsys, "--caller", some_caller[-7:]) == expect(
         lambda r: some_caller[-7:] in words(r["metaInfo"])), some_caller
-    day = datetime.fromtimestamp(sim.record(SIM_IDS[7]).start, tz=timezone.utc).strftime("%Y-%m-%d")
-    assert find(config, capsys, "--from", day, "--to", day) == expect(
-        lambda r: r["sessionStartTime"].startswith(day))
+    day = datetime.fromtimestamp(D0 + DAY, tz=timezone.utc).strftime("%Y-%m-%d")
+    assert find(config, capsys, "--from", day, "--to", day) == expect(lambda r: r["sessionStartTime"].startswith(day))
+    assert find(config, capsys, "--from", day, "--to", day)  # not an empty day
     capsys.readouterr()
     assert cli_main(["find", "--config", str(config.source), "--json", "--from", day, "--to", day]) == 0
     for row in json.loads(capsys.readouterr().out):
