@@ -63,6 +63,26 @@ def test_environment_overrides_every_section(tmp_path):
     assert "ARCHIVER_DAEMON_STATE_DIR" in known_env_vars()
 
 
+def test_the_never_stuck_settings_have_their_defaults_and_overrides(tmp_path):
+    config = load_config(write(tmp_path, BASE), env={"ARCHIVER_KORE_CLIENT_SECRET": "x" * 12})
+    assert config.kore.max_retry_after == 900.0
+    assert (config.daemon.breaker_threshold, config.daemon.breaker_probe_initial, config.daemon.breaker_probe_max) == (
+        5, 5.0, 300.0)
+    assert (config.http.header_timeout, config.http.body_timeout, config.daemon.session_timeout) == (60.0, 300.0, 3600.0)
+    assert config.media.min_rate == 4096
+    env = {
+        "ARCHIVER_KORE_CLIENT_SECRET": "x" * 12, "ARCHIVER_KORE_MAX_RETRY_AFTER": "2m",
+        "ARCHIVER_DAEMON_BREAKER_THRESHOLD": "0", "ARCHIVER_DAEMON_BREAKER_PROBE_INITIAL": "1s",
+        "ARCHIVER_DAEMON_BREAKER_PROBE_MAX": "1m", "ARCHIVER_DAEMON_SESSION_TIMEOUT": "10m",
+        "ARCHIVER_HTTP_HEADER_TIMEOUT": "20s", "ARCHIVER_HTTP_BODY_TIMEOUT": "1m", "ARCHIVER_MEDIA_MIN_RATE": "64KiB",
+    }
+    config = load_config(write(tmp_path, BASE), env=env)
+    assert config.kore.max_retry_after == 120.0 and config.daemon.breaker_threshold == 0
+    assert (config.daemon.breaker_probe_initial, config.daemon.breaker_probe_max, config.daemon.session_timeout) == (
+        1.0, 60.0, 600.0)
+    assert (config.http.header_timeout, config.http.body_timeout, config.media.min_rate) == (20.0, 60.0, 65536)
+
+
 def test_secret_from_a_file_and_from_systemd_credentials(tmp_path):
     secret_file = tmp_path / "secret"
     secret_file.write_text("from-file-secret\n")
@@ -89,6 +109,13 @@ def test_secret_from_a_file_and_from_systemd_credentials(tmp_path):
         ("", {"ARCHIVER_KORE_HOST": "http://platform.kore.ai"}, "kore.host"),
         ("", {"ARCHIVER_KORE_HOST": "https://platform.kore.ai/api"}, "kore.host"),
         ("", {"ARCHIVER_OBSERVABILITY_HTTP_LISTEN": "nowhere"}, "observability.http_listen"),
+        ("", {"ARCHIVER_KORE_MAX_RETRY_AFTER": "0s"}, "kore.max_retry_after"),
+        ("", {"ARCHIVER_DAEMON_BREAKER_THRESHOLD": "-1"}, "daemon.breaker_threshold"),
+        ("", {"ARCHIVER_DAEMON_BREAKER_PROBE_INITIAL": "0s"}, "daemon.breaker_probe_initial"),
+        ("", {"ARCHIVER_DAEMON_SESSION_TIMEOUT": "0"}, "daemon.session_timeout"),
+        ("", {"ARCHIVER_HTTP_HEADER_TIMEOUT": "0s"}, "http.header_timeout"),
+        ("", {"ARCHIVER_HTTP_BODY_TIMEOUT": "soon"}, "http.body_timeout"),
+        ("", {"ARCHIVER_MEDIA_MIN_RATE": "fast"}, "media.min_rate"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, extra, env, key):

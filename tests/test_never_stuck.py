@@ -312,6 +312,6 @@ async def test_stopping_is_bounded_even_when_a_session_ignores_its_cancel(tmp_pa
         began = time.monotonic()
         service.stop()
         await asyncio.wait_for(asyncio.shield(running), 10)
-        assert time.monotonic() - began < 3 and service.forced
+        assert time.monotonic() - began < 5 and service.forced
     finally:
         let_go.set()
