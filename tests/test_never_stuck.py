@@ -315,3 +315,42 @@ async def test_stopping_is_bounded_even_when_a_session_ignores_its_cancel(tmp_pa
         assert time.monotonic() - began < 5 and service.forced
     finally:
         let_go.set()
+
+
+def outage_config(tmp_path, sim, **extra):
+    return make_config(
+        tmp_path, sim, http__max_attempts=2, daemon__max_attempts=2, daemon__concurrency=4,
+        daemon__breaker_threshold=3, daemon__breaker_probe_initial="100ms", daemon__breaker_probe_max="300ms",
+        **extra,
+    )
+
+
+async def test_archiver_once_waits_out_a_short_outage_and_archives_everything(tmp_path, simulator):
+    sim = await simulator(seed=6, voicemail_rate=0.0)
+    config = outage_config(tmp_path, sim, daemon__session_timeout="60s")
+    ids = session_ids(8, 10)
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        store.enqueue([("session", sid) for sid in ids])
+    await sim.stop_host("media")
+    service = Service(config, burst=True)
+    running = asyncio.create_task(service.run())
+    await wait_for(lambda: service.breakers is not None and not service.breakers.media.up, what="the outage")
+    await sim.start_host("media")
+    stats = await asyncio.wait_for(running, 30)
+    assert stats.done == len(ids) and stats.failed == 0
+    for sid in ids:
+        assert_archived(config, sim, sid, recordings=True)
+
+
+async def test_archiver_once_gives_up_on_a_long_outage_keeping_every_job(tmp_path, simulator):
+    sim = await simulator(seed=6, voicemail_rate=0.0)
+    config = outage_config(tmp_path, sim, daemon__session_timeout="1s")
+    ids = session_ids(8, 11)
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        store.enqueue([("session", sid) for sid in ids])
+    await sim.stop_host("api")
+    stats = await asyncio.wait_for(Service(config, burst=True).run(), 30)
+    assert stats.failed == 0 and stats.done == 0
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        assert store.counts()["pending"] == len(ids)
+        assert all(job.attempts == 0 for job in store.iter_jobs())
