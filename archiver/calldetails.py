@@ -139,13 +139,16 @@ class CallDetails:
             for offset in range(MAX_OFFSET + 1):
                 page = await self.page(low, high, offset)
                 stats.calls += 1
+                _check_range(page.records, low, high)
                 fresh = self._fresh(page.records, seen, stats)
                 if fresh:
                     yield fresh
-                if offset == 0 and page.total is not None and page.total > reach and high - low >= 2:
+                full = len(page.records) >= self.page_size
+                if offset == 0 and full and page.total is not None and page.total > reach and high - low >= 2:
                     complete = False  # known too busy: no need to page it
                     break
-                if len(page.records) < self.page_size or (page.total is not None and (offset + 1) * self.page_size >= page.total):
+                # Only a short page ends a range: numResults is a hint, not a promise.
+                if not full:
                     break
             else:
                 complete = False  # eleven full pages: there may be more
@@ -185,6 +188,14 @@ def vendor_deadline(config: Config, session_id: str) -> float | None:
     if created is None or not config.kore.vendor_retention:
         return None
     return created.timestamp() + config.kore.vendor_retention
+
+
+def _check_range(records: tuple[dict[str, Any], ...], low: int, high: int) -> None:
+    """Refuse a page of calls that all started outside the range asked for: a server that
+    ignores the dates would make every half of a split answer the same, down to each second."""
+    times = [t for t in (record_time(r) for r in records) if t is not None]
+    if times and all(not low - 1 <= t <= high + 1 for t in times):
+        raise ProtocolError(f"{ENDPOINT}: every call on the page started outside the range asked for")
 
 
 # -- the record's content ----------------------------------------------------------------------

@@ -88,6 +88,14 @@ async def _probe_scopes(config: Config, client: Any, store: Any) -> list[tuple[b
         ))
     if config.kore.fetch_transcripts:
         probes.append(("Chat History", "transcripts", lambda: analytics.get_messages([PROBE_SESSION], skip=0, limit=1)))
+    if config.kore.account_id:
+        from .calldetails import CallDetails
+
+        second = int(now.timestamp())
+        probes.append((
+            "SmartAssist Analytics", "call details, kore.account_id",
+            lambda: CallDetails(client).page(second - 1, second, 0),
+        ))
     results = []
     for scope, used_by, call in probes:
         what = f"scope {scope!r} ({used_by})"

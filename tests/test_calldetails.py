@@ -225,3 +225,33 @@ def test_left_out_fields_are_gone_from_record_and_normalised_block() -> None:
     assert "+15550001" not in text and "x@y" not in text
     assert "callee" not in document["normalised"] and document["normalised"]["caller"] is None
     assert document["record"]["metaInfo"] == {"callee": "+1800"} and record["metaInfo"]["caller"] == "+15550001"
+
+
+async def test_a_server_that_ignores_the_dates_cannot_make_the_walk_explode(tmp_path: Path) -> None:
+    """The same full page whatever is asked, and a huge numResults: halving would never end."""
+    page = [{"sessionId": f"{int(WEEK_START):08x}{n:016x}", "channel": "Voice",
+             "sessionStartTime": "2025-03-10T00:00:00.000Z"} for n in range(100)]
+    requests: list[int] = []
+
+    def answer(request: web.Request) -> dict[str, Any]:
+        requests.append(1)
+        return {"numResults": 10**9, "data": page}
+
+    async with crafted(answer) as url:
+        async with call_details(crafted_config(tmp_path, url)) as calls:
+            with pytest.raises(ProtocolError, match="outside the range"):
+                await walk_all(calls, WEEK_START, WEEK_START + 7 * DAY)
+    assert len(requests) < 60  # one walk down the left edge, not one call per second
+
+
+async def test_a_numresults_that_lies_small_does_not_end_the_paging(tmp_path: Path) -> None:
+    records = [{"sessionId": f"{int(WEEK_START):08x}{n:016x}", "channel": "Voice"} for n in range(250)]
+
+    def answer(request: web.Request) -> dict[str, Any]:
+        offset, limit = int(request.query["offset"]), int(request.query["limit"])
+        return {"numResults": 0, "data": records[offset * limit : (offset + 1) * limit]}
+
+    async with crafted(answer) as url:
+        async with call_details(crafted_config(tmp_path, url)) as calls:
+            found = await walk_all(calls, WEEK_START, WEEK_START + 60)
+    assert len(found) == 250

@@ -135,3 +135,17 @@ async def test_check_fails_on_a_job_store_it_cannot_write(tmp_path):
     assert not good and "not writable by uid" in text and "readonly" in text
     with JobStore.open_existing(tmp_path, read_only=False) as store:
         assert _check_store_writable(store)[0]
+
+
+async def test_check_probes_the_call_details_scope_when_an_account_is_set(tmp_path, simulator):
+    sim = await simulator(scopes=frozenset({"SmartAssist Recordings", "SmartAssist Voicemail"}))
+    config = make_config(tmp_path, sim, kore__account_id="sim-account")
+    out = io.StringIO()
+    assert await run_check(config, out) == 1
+    [line] = [line for line in out.getvalue().splitlines() if "scope 'SmartAssist Analytics'" in line]
+    assert line.startswith("FAIL") and "Scope is incorrect" in line
+    sim.config.scopes = sim.config.scopes | {"SmartAssist Analytics"}
+    out = io.StringIO()
+    assert await run_check(config, out) == 0, out.getvalue()
+    assert any(r.path.endswith("/v2/interactionDetails") and r.headers.get("accountId") == "sim-account"
+               for r in sim.requests)
