@@ -453,3 +453,40 @@ async def test_s3_target_catalog_rebuild_and_export_come_from_the_bucket(tmp_pat
     assert verified and all(f["source"].startswith(f"s3://{bucket}/kore/") for f in verified)
     checked = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+async def test_export_never_follows_a_planted_link_or_a_path_out_of_the_session(archived, tmp_path, capsys):
+    _sim, config = archived
+    directory = session_dir(config.archive.root, config.kore.bot_id, "session", IDS[0])
+    manifest = json.loads((directory / "manifest.json").read_text())
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for export")
+    audio = next(f for f in manifest["files"] if f["kind"] == "audio")
+    # The audio replaced by a link to a file holding the very bytes the manifest expects.
+    real = tmp_path / "elsewhere.wav"
+    (directory / audio["path"]).rename(real)
+    (directory / audio["path"]).symlink_to(real)
+    manifest["files"].append({"path": "../../../../../../secret.txt", "size": 14, "sha256": "0" * 64, "kind": "audio"})
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "handover"
+    assert cli_main(["export", "--config", str(config.source), "--session", IDS[0], "--to", str(out)]) == 1
+    custody = json.loads((out / "custody.json").read_text())
+    refused = {f["path"]: f["detail"] for s in custody["sessions"] for f in s["files"] if f["result"] == "refused"}
+    assert f"{IDS[0]}/{audio['path']}" in refused and "cannot read" in refused[f"{IDS[0]}/{audio['path']}"]
+    assert any("leaves the session directory" in d for d in refused.values())
+    assert not any(p.is_symlink() for p in out.rglob("*"))
+    assert b"not for export" not in b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
+
+
+async def test_a_broken_catalog_never_fails_archiving_and_rebuild_mends_it(tmp_path, simulator, capsys):
+    sim = await simulator()
+    config = make_config(tmp_path, sim)
+    state = config.daemon.state_dir
+    state.mkdir(parents=True)
+    (state / "catalog.sqlite3").mkdir()  # SQLite cannot open a directory
+    assert await run_once(config, [("session", IDS[0])]) == 0
+    directory = session_dir(config.archive.root, config.kore.bot_id, "session", IDS[0])
+    assert (directory / "manifest.json").exists()
+    (state / "catalog.sqlite3").rmdir()
+    assert rebuild(config).sessions == 1
+    assert [row["session_id"] for row in catalog_snapshot(config)] == [IDS[0]]
