@@ -14,6 +14,7 @@ de-duplicate.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import time
@@ -116,16 +117,22 @@ class AnalyticsClient:
         self.limiter.seed([now - t for t in recent])
 
     def _remember(self) -> None:
-        assert self._ledger is not None
         self._calls.append(time.time())
-        self._ledger.set_meta(LEDGER_KEY, json.dumps([round(t, 3) for t in self._calls]))
+
+    async def _call(self, endpoint: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One Analytics call under this budget; the times of the calls it made are then saved
+        in the ledger (in a worker thread, like every store call from async code), failed or not."""
+        try:
+            return await self.client.request_json(endpoint, "POST", path, {}, body=body, limiter=self.limiter)
+        finally:
+            if self._ledger is not None:
+                text = json.dumps([round(t, 3) for t in self._calls])
+                await asyncio.shield(asyncio.to_thread(self._ledger.set_meta, LEDGER_KEY, text))
 
     async def get_sessions(self, date_from: datetime, date_to: datetime, *, skip: int, limit: int) -> Page:
         """POST /getSessions: sessions started in [date_from, date_to] (under 7 days), newest first."""
         body = {"dateFrom": kore_time(date_from), "dateTo": kore_time(date_to), "skip": skip, "limit": limit}
-        data = await self.client.request_json(
-            "get_sessions", "POST", "/getSessions", {}, body=body, limiter=self.limiter
-        )
+        data = await self._call("get_sessions", "/getSessions", body)
         return _page(data, "sessions", "get_sessions", skip)
 
     async def get_messages(
@@ -145,9 +152,7 @@ class AnalyticsClient:
             body["dateFrom"] = kore_time(date_from)
         if date_to is not None:
             body["dateTo"] = kore_time(date_to)
-        data = await self.client.request_json(
-            "get_messages", "POST", "/getMessagesV2", {}, body=body, limiter=self.limiter
-        )
+        data = await self._call("get_messages", "/getMessagesV2", body)
         return _page(data, "messages", "get_messages", skip)
 
 

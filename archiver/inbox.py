@@ -51,11 +51,12 @@ _CLAIMED_NAME = re.compile(r"\d+-(.*)", re.S)
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".swp", "~")
 
 REPORT_LIMIT = 10_000  # invalid lines listed in one report; the rest are only counted
-# Ids per store transaction. Larger than the store's default: a file's ids arrive in random
-# order, and each transaction rewrites every ext_id index page it touches, so fewer, larger
-# transactions write far less (a million random ids: ~12 s instead of ~22 s). Each still
-# holds the write lock for well under a second.
-ENQUEUE_BATCH = 50_000
+# Ids per store transaction. Each transaction holds the store's write lock, and a worker's
+# claim waits for it: 50,000 ids a transaction kept claims waiting 0.2 s on an idle machine
+# (over 1 s on a busy one); 10,000 keep that wait a fifth as long, for a slower ingest (a
+# million random ids: about 22 s instead of 12 s, as each transaction rewrites the ext_id
+# index pages it touches).
+ENQUEUE_BATCH = 10_000
 
 
 # -- the scanner ----------------------------------------------------------------------------

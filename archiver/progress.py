@@ -80,7 +80,9 @@ async def show_progress(service: Any, out: TextIO | None = None) -> None:
         while True:
             await asyncio.sleep(REFRESH)
             if service.pool is not None and service.store is not None:
-                _draw(bar, service, loop.time() - started)
+                # The store is read in a worker thread: an ingest may hold its write lock.
+                pending = (await asyncio.to_thread(service.store.counts)).get("pending", 0)
+                _draw(bar, service, loop.time() - started, pending=pending)
     finally:
         if service.pool is not None:
             _draw(bar, service, loop.time() - started, final=True)
@@ -96,10 +98,9 @@ def _columns(out: TextIO) -> int:
         return 0
 
 
-def _draw(bar: tqdm, service: Any, elapsed: float, *, final: bool = False) -> None:
+def _draw(bar: tqdm, service: Any, elapsed: float, *, pending: int = 0, final: bool = False) -> None:
     stats = service.pool.stats
     finished = stats.done + stats.failed + stats.deferred
-    pending = 0 if final else service.store.counts().get("pending", 0)
     bar.total = max(finished + pending + service.pool.active, finished)
     if finished > bar.n:
         bar.update(finished - bar.n)

@@ -199,9 +199,9 @@ class Service:
             await self.health_server.start()
             stack.push_async_callback(self.health_server.close)
         self._log_start()
-        self.store = JobStore.open_in(config.daemon.state_dir)
+        self.store = await asyncio.to_thread(JobStore.open_in, config.daemon.state_dir)
         stack.callback(self.store.close)
-        recovered = self.store.recover_running()
+        recovered = await asyncio.to_thread(self.store.recover_running)
         if recovered:
             log.info("took up %d jobs left running by an earlier run", recovered)
         if config.archive.target == "s3":  # sessions are written to the spool, then published
@@ -242,8 +242,8 @@ class Service:
         if self.notifier.watchdog_interval:
             watchdog = asyncio.create_task(self._watchdog(self.notifier.watchdog_interval))
             stack.callback(watchdog.cancel)
-        self._update_status()
-        self.notifier.notify(ready=1, status=self._status_line())
+        counts = await self._update_status()
+        self.notifier.notify(ready=1, status=self._status_line(counts))
         self.ready.set()
         log.info("archiver %s", "draining the queue" if self.burst else "running")
 
@@ -337,7 +337,7 @@ class Service:
             await pool_task
         except asyncio.CancelledError:
             pass
-        self._update_status()
+        await self._update_status()
         if self.store is not None:
             # The calls this run spent, for "API calls per archived session" in archiver status.
             await asyncio.to_thread(self.usage.flush, self.store)
@@ -374,7 +374,7 @@ class Service:
         self._last_tick = time.time()
         if self.pool is not None:
             self.pool.notify()
-        self._update_status()
+        await self._update_status()
         await self.refresh_outlook()
 
     async def discover(self) -> None:
@@ -438,19 +438,21 @@ class Service:
         report = await verify_sample(self.config, self.config.verify.sample_size)
         self.metrics.verify_problems.inc(len(report.damaged))
 
-    def _update_status(self) -> None:
+    async def _update_status(self) -> dict[str, int]:
+        """Publish the queue's counts (metrics, systemd status); returns them."""
         if self.store is None:
-            return
-        status = self.store.status(recent=0)
+            return {}
+        status = await asyncio.to_thread(self.store.status, recent=0)
         counts = status.counts
         for state in STATES:
             self.metrics.queue.labels(state).set(counts.get(state, 0))
         oldest = status.oldest_pending_at
         self.metrics.oldest_pending_age.set(max(0.0, time.time() - oldest) if oldest else 0.0)
         self.notifier.notify(status=self._status_line(counts))
+        return counts
 
-    def _status_line(self, counts: dict[str, int] | None = None) -> str:
-        counts = counts if counts is not None else (self.store.counts() if self.store else {})
+    @staticmethod
+    def _status_line(counts: dict[str, int]) -> str:
         return " ".join(f"{state}={counts.get(state, 0)}" for state in STATES)
 
     async def _watch_store(self) -> None:

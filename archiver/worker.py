@@ -121,9 +121,9 @@ class WorkerPool:
                 # next run, and the exit code says so.
                 self.wake.set()
                 return
-            job = None if pause else self._claim()
+            job = None if pause else await self._claim()
             if job is None:
-                if burst and self._drained():
+                if burst and await self._drained():
                     self.wake.set()  # let the other workers see it too
                     return
                 await self._idle(stopping, pause)
@@ -196,17 +196,20 @@ class WorkerPool:
             self._disk_warned = True
         return True
 
-    def _claim(self) -> Job | None:
-        jobs = self.store.claim(1, now=self.clock())
+    # Every store call runs in a worker thread (asyncio.to_thread): SQLite may wait for the
+    # write lock (an inbox ingest, another process), and the event loop must not wait with it.
+
+    async def _claim(self) -> Job | None:
+        jobs = await asyncio.to_thread(self.store.claim, 1, now=self.clock())
         return jobs[0] if jobs else None
 
-    def _drained(self) -> bool:
+    async def _drained(self) -> bool:
         """Burst mode ends when nothing is pending (deferred jobs wait for a later run)."""
-        return self.active == 0 and self.store.counts().get("pending", 0) == 0
+        return self.active == 0 and (await asyncio.to_thread(self.store.counts)).get("pending", 0) == 0
 
     async def _idle(self, stopping: asyncio.Event, pause: float | None) -> None:
         timeout = self.config.daemon.sweep_interval
-        due = self.store.next_due()
+        due = await asyncio.to_thread(self.store.next_due)
         if due is not None:
             timeout = min(timeout, max(0.0, due - self.clock()))
         if pause:
@@ -290,7 +293,7 @@ class WorkerPool:
         now = self.clock()
         daemon = self.config.daemon
         if outcome == "done":
-            self.store.complete(job.id)
+            await asyncio.to_thread(self.store.complete, job.id)
             self.stats.done += 1
             self.stats.last_success = now
             self.metrics.sessions.labels("archived").inc()
@@ -298,41 +301,41 @@ class WorkerPool:
             self._disk_warned = False
             log.info("archived %s", job.ext_id)
         elif outcome == "release":
-            self.store.release(job.id)
+            await asyncio.to_thread(self.store.release, job.id)
         elif outcome == "outage":
             # The vendor is down, not the session: the attempt is given back (the breaker logs it).
-            self.store.release(job.id)
+            await asyncio.to_thread(self.store.release, job.id)
             log.debug("waiting for the vendor: %s", reason)
         elif outcome == "not_ready":
             first = job.first_deferred_at or now
             if now - first >= daemon.not_ready_timeout:
-                self._fail(job, f"still not ready after {daemon.not_ready_timeout:.0f}s: {reason}")
+                await self._fail(job, f"still not ready after {daemon.not_ready_timeout:.0f}s: {reason}")
             else:
-                self.store.defer(job.id, now + daemon.defer_delay, reason or "not ready")
+                await asyncio.to_thread(self.store.defer, job.id, now + daemon.defer_delay, reason or "not ready")
                 self.stats.deferred += 1
                 self.metrics.sessions.labels("deferred").inc()
                 log.info("not ready yet, asking again later: %s", reason)
         elif outcome == "disk_full":
             # Not the session's fault: give the attempt back and pause every worker.
-            self.store.release(job.id)
+            await asyncio.to_thread(self.store.release, job.id)
             self.disk_paused_until = now + DISK_RECHECK
             if not self._disk_warned:
                 log.error("archive disk full, pausing downloads until space returns: %s", reason)
                 self._disk_warned = True
         elif outcome == "transient":
             if job.attempts >= daemon.max_attempts:
-                self._fail(job, f"gave up after {job.attempts} attempts: {reason}")
+                await self._fail(job, f"gave up after {job.attempts} attempts: {reason}")
             else:
                 delay = self.config.http.backoff_initial + self._session_backoff.backoff(job.attempts)
-                self.store.retry_later(job.id, now + delay, reason or "transient error")
+                await asyncio.to_thread(self.store.retry_later, job.id, now + delay, reason or "transient error")
                 self.stats.retried += 1
                 self.metrics.retries.labels("session").inc()
                 log.warning("will retry in %.0fs: %s", delay, reason)
         else:
-            self._fail(job, reason or "failed")
+            await self._fail(job, reason or "failed")
 
-    def _fail(self, job: Job, reason: str) -> None:
-        self.store.fail(job.id, reason)
+    async def _fail(self, job: Job, reason: str) -> None:
+        await asyncio.to_thread(self.store.fail, job.id, reason)
         self.stats.failed += 1
         self.stats.failures.append((job.ext_id, reason))
         del self.stats.failures[:-100]
