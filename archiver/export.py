@@ -7,6 +7,9 @@ does not match (or is missing, or cannot be read) is refused: it is not exported
 holds::
 
     <session_id>/manifest.json, recordings/..., voicemail/..., ...   the sessions
+    <session_id>/generations/<n>/...   earlier generations the manifest lists (a forced
+                                       re-archive that got less), checked against their
+                                       generation.json
     users/<user_id>/...                                              recordings looked up by user
     custody.json    what was exported, from where, when, by whom, every file's sha256 and result
     README.txt      for the receiver: what this is and how to check it
@@ -25,6 +28,7 @@ import getpass
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -37,9 +41,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .archive_reader import ArchiveReader, StoredSession
+from .archive_reader import ArchiveReader, StoredSession, read_small_json
 from .atomicfile import FILE_MODE, fsync_dir
 from .errors import ArchiverError, ConfigError
+from .generations import GENERATION_FILE, GENERATIONS
 from .ids import SESSION, USER
 from .manifest import MANIFEST, entry_problem, now_iso
 
@@ -48,6 +53,7 @@ README = "README.txt"
 SUMS = "SHA256SUMS"
 CUSTODY_FORMAT = 1
 READ_SIZE = 1024 * 1024
+_GENERATION_PATH = re.compile(rf"{GENERATIONS}/[0-9]{{1,6}}")
 # Results of one file.
 VERIFIED, REFUSED, REFERENCE = "verified", "refused", "reference"
 
@@ -173,9 +179,36 @@ def _export_session(reader: ArchiveReader, tree: _Tree, id_type: str, ext_id: st
             continue
         seen.add(entry["path"])
         record["files"].append(_copy(reader, tree, stored, entry["path"], f"{prefix}/{entry['path']}", entry))
+    for earlier in manifest.get("earlier_generations") or []:
+        record["files"] += _export_generation(reader, tree, stored, prefix, earlier)
     refused = sum(1 for f in record["files"] if f["result"] == REFUSED)
     record["result"] = "complete" if not refused else "incomplete"
     return record
+
+
+def _export_generation(reader: ArchiveReader, tree: _Tree, stored: StoredSession, prefix: str,
+                       earlier: Any) -> list[dict[str, Any]]:
+    """An earlier generation the manifest lists (a forced re-archive that got less than
+    before): its ``generation.json`` and every file it records, checked against it."""
+    rel = earlier.get("path") if isinstance(earlier, dict) else None
+    if not isinstance(rel, str) or not _GENERATION_PATH.fullmatch(rel):
+        return [{"path": f"{prefix}/{GENERATIONS}"[:300], "result": REFUSED,
+                 "detail": f"unusable earlier_generations entry: {str(rel)[:80]!r}"}]
+    files = [_copy(reader, tree, stored, f"{rel}/{GENERATION_FILE}", f"{prefix}/{rel}/{GENERATION_FILE}", None)]
+    if files[0]["result"] == REFUSED:
+        files[0]["detail"] = f"the manifest lists this earlier generation, but {files[0]['detail']}"
+        return files
+    record = read_small_json(reader, stored.location, f"{rel}/{GENERATION_FILE}") or {}
+    for index, entry in enumerate(record.get("files") or []):
+        # A generation keeps the manifest of its day too: a file like the others here.
+        problem = entry_problem(dict(entry, path="x") if isinstance(entry, dict) and entry.get("path") == MANIFEST
+                                else entry)
+        if problem is not None:
+            files.append({"path": f"{prefix}/{rel}/files[{index}]", "result": REFUSED,
+                          "detail": f"unusable {GENERATION_FILE} entry: {problem}"})
+            continue
+        files.append(_copy(reader, tree, stored, f"{rel}/{entry['path']}", f"{prefix}/{rel}/{entry['path']}", entry))
+    return files
 
 
 def _copy(reader: ArchiveReader, tree: _Tree, stored: StoredSession, rel: str, out_rel: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -490,3 +491,32 @@ async def test_a_broken_catalog_never_fails_archiving_and_rebuild_mends_it(tmp_p
     (state / "catalog.sqlite3").rmdir()
     assert rebuild(config).sessions == 1
     assert [row["session_id"] for row in catalog_snapshot(config)] == [IDS[0]]
+
+
+async def test_export_carries_an_earlier_generation_a_forced_re_archive_could_not_fetch_again(tmp_path, simulator, capsys):
+    sim = await simulator(voicemail_rate=0.0)
+    config = make_config(tmp_path, sim)
+    assert await run_once(config, [("session", IDS[0])]) == 0
+    directory = session_dir(config.archive.root, config.kore.bot_id, "session", IDS[0])
+    first = json.loads((directory / "manifest.json").read_text())
+    audio = [f for f in first["files"] if f["kind"] == "audio"]
+    sim._state.delete(IDS[0])  # the vendor's copy expired
+    assert cli_main(["enqueue", "--config", str(config.source), "--force", IDS[0]]) == 0
+    assert await run_once(config, []) == 0
+    [earlier] = json.loads((directory / "manifest.json").read_text())["earlier_generations"]
+    out = tmp_path / "handover"
+    assert cli_main(["export", "--config", str(config.source), "--session", IDS[0], "--to", str(out)]) == 0
+    custody = json.loads((out / "custody.json").read_text())
+    assert custody["result"] == "complete"
+    for entry in audio:
+        exported = out / IDS[0] / earlier["path"] / entry["path"]
+        assert exported.read_bytes() == (directory / earlier["path"] / entry["path"]).read_bytes()
+        assert hashlib.sha256(exported.read_bytes()).hexdigest() == entry["sha256"]
+    assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True).returncode == 0
+    # One byte of the kept generation flipped: refused like any other file.
+    flip_a_byte(directory / earlier["path"] / audio[0]["path"])
+    again = tmp_path / "again"
+    assert cli_main(["export", "--config", str(config.source), "--session", IDS[0], "--to", str(again)]) == 1
+    custody = json.loads((again / "custody.json").read_text())
+    [bad] = [f for s in custody["sessions"] for f in s["files"] if f["result"] == "refused"]
+    assert bad["path"] == f"{IDS[0]}/{earlier['path']}/{audio[0]['path']}"
