@@ -44,6 +44,11 @@ class Metrics:
         )
         self.verify_problems = Counter("archiver_verify_damaged_sessions_total", "Damaged sessions found by scheduled verification", registry=r)
         self.deletions = Counter("archiver_source_deletions_total", "Delete-after-archive outcomes", ["status"], registry=r)
+        self.s3_objects = Counter(
+            "archiver_s3_objects_total", "Objects of an S3 target: uploaded, present (same bytes already there), conflict",
+            ["outcome"], registry=r,
+        )
+        self.s3_bytes = Counter("archiver_s3_uploaded_bytes_total", "Bytes uploaded to an S3 target and proven", registry=r)
         self.voicemail_calls_skipped = Counter(
             "archiver_voicemail_calls_skipped_total", "Voicemail calls not made because the call details say there is none",
             registry=r,

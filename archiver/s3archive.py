@@ -30,7 +30,7 @@ from .catalog import record_session
 from .config import Config, spool_root
 from .errors import PermanentError
 from .manifest import MANIFEST, entry_problem
-from .s3 import Bucket, ObjectProblem, file_sha256
+from .s3 import Bucket, ObjectConflict, ObjectProblem, file_sha256
 
 log = logging.getLogger("archiver.s3archive")
 
@@ -84,16 +84,27 @@ class S3SessionArchiver:
             problem = entry_problem(entry)
             if problem is not None:
                 raise PermanentError(f"{rel}/{MANIFEST}: files[{index}]: {problem}")
-            key = self.bucket.key(f"{rel}/{entry['path']}")
-            counts[await self.bucket.put_file(directory / entry["path"], key, entry["size"], entry["sha256"])] += 1
-        key = self.bucket.key(f"{rel}/{MANIFEST}")
-        counts[await self.bucket.put_file(manifest_path, key, size, digest)] += 1
+            await self._put(directory / entry["path"], f"{rel}/{entry['path']}", entry["size"], entry["sha256"], counts)
+        await self._put(manifest_path, f"{rel}/{MANIFEST}", size, digest, counts)
         await asyncio.to_thread(record_session, self.config, directory, manifest)  # archived: in the catalog
         log.info(
             "published %s: %d object(s) uploaded, %d already there", rel, counts["uploaded"], counts["present"],
             extra={"kv_session": directory.name},
         )
         return counts["uploaded"], counts["present"]
+
+    async def _put(self, path: Path, rel: str, size: int, sha256: str, counts: dict[str, int]) -> None:
+        """Upload one file (or find it there), counted in ``counts`` and the metrics."""
+        metrics = self.inner.metrics
+        try:
+            outcome = await self.bucket.put_file(path, self.bucket.key(rel), size, sha256)
+        except ObjectConflict:
+            metrics.s3_objects.labels("conflict").inc()
+            raise
+        counts[outcome] += 1
+        metrics.s3_objects.labels(outcome).inc()
+        if outcome == "uploaded":
+            metrics.s3_bytes.inc(size)
 
     async def proof(self, directory: Path, entries: list[dict[str, Any]]) -> str | None:
         """Why the bucket does not prove these manifest entries (size and stored sha256), or None.

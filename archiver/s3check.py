@@ -35,13 +35,17 @@ async def check_bucket(config: Config, line: Callable[[bool, str], None], out: A
             with translated(f"bucket {url}"):
                 await client.head_bucket(Bucket=bucket.name)
             line(True, f"bucket {url} is reachable")
-            await _probe_write(bucket)
-            line(True, f"bucket {url} is writable (a multipart upload with the configured settings was started and aborted)")
+            # The lock first: without it a locked write is refused, and this line says why.
             enabled, retention = await _object_lock(client, bucket.name)
             if mode:
                 line(enabled, f"Object Lock is {'enabled' if enabled else 'NOT enabled'} on the bucket (s3.object_lock_mode is {mode})")
             else:
                 info(f"Object Lock is {'enabled' if enabled else 'not enabled'} on the bucket; s3.object_lock_mode is not set")
+            try:
+                await _probe_write(bucket)
+                line(True, f"bucket {url} is writable (a multipart upload with the configured settings was started and aborted)")
+            except ArchiverError as exc:
+                line(False, f"bucket {url} is not writable with the configured settings: {exc}")
             info(f"default retention: {retention}")
             info(f"versioning: {await _versioning(client, bucket.name)}")
             info(f"default encryption: {await _encryption(client, bucket.name)}")

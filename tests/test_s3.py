@@ -87,6 +87,10 @@ async def test_daemon_archives_v2_voicemail_transcripts_and_v1_to_the_bucket(tmp
             assert S3_SECRET.encode() not in path.read_bytes(), path
 
 
+def objects_counted(service, outcome: str) -> float:
+    return service.metrics.registry.get_sample_value("archiver_s3_objects_total", {"outcome": outcome}) or 0
+
+
 def versions(endpoint, bucket, prefix="") -> dict[str, int]:
     """key -> number of versions written (a versioned bucket keeps every PUT)."""
     found: dict[str, int] = {}
@@ -121,8 +125,10 @@ async def test_crash_after_upload_before_bookkeeping_uploads_nothing_twice(tmp_p
     before = versions(moto_endpoint, bucket)
     media_before = sum(sim.stats.media_bytes_served.values())
     enqueue(config, IDS[:3])
-    stats = await Service(config, burst=True).run()
+    service = Service(config, burst=True)
+    stats = await service.run()
     assert stats.done == 3 and stats.failed == 0
+    assert objects_counted(service, "present") == 1  # the audio published before the crash
     after = versions(moto_endpoint, bucket)
     assert set(after.values()) == {1}  # nothing written twice
     assert all(after[key] == 1 for key in before)
@@ -178,8 +184,10 @@ async def test_an_existing_object_with_other_bytes_is_refused_and_reported(tmp_p
     key = session_prefix(config, IDS[0]) + "recordings/" + name
     s3_admin(moto_endpoint).put_object(Bucket=bucket, Key=key, Body=b"someone else's bytes")
     enqueue(config, IDS[:2])
-    stats = await Service(config, burst=True).run()
+    service = Service(config, burst=True)
+    stats = await service.run()
     assert stats.done == 1 and stats.failed == 1
+    assert objects_counted(service, "conflict") == 1
     assert stats.failures[0][0] == IDS[0] and "already exists with other content" in stats.failures[0][1]
     assert object_sha256(moto_endpoint, bucket, key) == hashlib.sha256(b"someone else's bytes").hexdigest()
     objects = bucket_objects(moto_endpoint, bucket, session_prefix(config, IDS[0]))

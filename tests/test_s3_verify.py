@@ -147,3 +147,4 @@ async def test_check_fails_on_a_missing_bucket_and_on_a_bucket_without_object_lo
     text = out.getvalue()
     assert "FAIL Object Lock is NOT enabled on the bucket (s3.object_lock_mode is GOVERNANCE)" in text
     assert f"ok   bucket s3://{plain}/kore/ is reachable" in text
+
