@@ -159,3 +159,34 @@ def test_units():
     with pytest.raises(ConfigError):
         parse_size("k", "-1")
     assert "hunter2" not in repr(Secret("hunter2")) + str(Secret("hunter2"))
+
+
+def test_call_details_settings_from_the_environment(tmp_path):
+    env = {
+        "ARCHIVER_KORE_CLIENT_SECRET": "x", "ARCHIVER_KORE_ACCOUNT_ID": "acct-1", "ARCHIVER_KORE_VENDOR_RETENTION": "90d",
+        "ARCHIVER_DISCOVERY_SOURCE": "call_details", "ARCHIVER_CALL_DETAILS_OMIT_FIELDS": "metaInfo.caller, caller",
+        "ARCHIVER_CALL_DETAILS_SKIP_VOICEMAIL": "false", "ARCHIVER_CALL_DETAILS_REQUESTS_PER_MINUTE": "30",
+        "ARCHIVER_CALL_DETAILS_RATE_WINDOW": "2m", "ARCHIVER_CALL_DETAILS_PAGE_SIZE": "50",
+        "ARCHIVER_CALL_DETAILS_LOOKUP_WINDOW": "20m", "ARCHIVER_CALL_DETAILS_COVERAGE_SCHEDULE": "0 2 * * *",
+    }
+    config = load_config(write(tmp_path, BASE), env=env)
+    assert config.kore.account_id == "acct-1" and config.kore.vendor_retention == 90 * 86400
+    assert config.discovery.source == "call_details"
+    calls = config.call_details
+    assert calls.omit_fields == ("metaInfo.caller", "caller") and calls.skip_voicemail is False
+    assert (calls.requests_per_minute, calls.rate_window, calls.page_size, calls.lookup_window) == (30, 120.0, 50, 1200.0)
+    assert calls.coverage_schedule == "0 2 * * *"
+
+
+@pytest.mark.parametrize("extra, key", [
+    ({"ARCHIVER_DISCOVERY_SOURCE": "call_details"}, "discovery.source"),
+    ({"ARCHIVER_DISCOVERY_SOURCE": "webhooks"}, "discovery.source"),
+    ({"ARCHIVER_KORE_ACCOUNT_ID": "../etc"}, "kore.account_id"),
+    ({"ARCHIVER_KORE_VENDOR_RETENTION": "1h"}, "kore.vendor_retention"),
+    ({"ARCHIVER_CALL_DETAILS_PAGE_SIZE": "101"}, "call_details.page_size"),
+    ({"ARCHIVER_CALL_DETAILS_OMIT_FIELDS": "metaInfo..caller"}, "call_details.omit_fields"),
+    ({"ARCHIVER_CALL_DETAILS_COVERAGE_SCHEDULE": "every day"}, "call_details.coverage_schedule"),
+])
+def test_call_details_settings_are_checked(tmp_path, extra, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(write(tmp_path, BASE), env={"ARCHIVER_KORE_CLIENT_SECRET": "x", **extra})
