@@ -229,3 +229,26 @@ async def test_a_crash_while_delete_is_in_flight_leaves_the_session_possibly_del
     assert job.state == "failed" and "never archived again" in (job.last_error or "")
     assert audio_of(config, SID) == files and manifest_of(config, SID)["deletion"]["state"] == "pending"
     assert len([s for s in vendor.seen if s.method == "DELETE"]) == 1
+
+
+@pytest.mark.parametrize("block", [64, 1000, 1 << 20])
+def test_the_audit_log_is_asked_about_one_session_block_by_block(tmp_path, vendor, monkeypatch, block):
+    """The log is read before every deletion for years: lines are parsed only around a hit,
+    and a hit cut by a block boundary (or a last line cut by a crash) reads the same."""
+    import archiver.audit as audit
+
+    config = config_for(tmp_path, vendor)
+    path = audit_log_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ids = [f"67ab573f3685d1ba9954{n:04x}" for n in range(300)]
+    lines = []
+    for n, sid in enumerate(ids):
+        for state in ("pending", ("deleted", "error", "possibly_deleted")[n % 3]):
+            lines.append(json.dumps({"session_id": sid, "state": state, "result": state, "dry_run": False}))
+    lines.append(json.dumps({"session_id": ids[7], "state": "dry_run", "result": "dry_run", "dry_run": True}))
+    path.write_text("\n".join(lines) + '\n{"session_id": "' + ids[8] + '", "sta')  # cut by a crash
+    everything = audit.last_lines(config)
+    monkeypatch.setattr(audit, "_BLOCK", block)
+    for sid in (ids[0], ids[1], ids[2], ids[7], ids[8], ids[-1], "67ab573f3685d1ba9954ffff"):
+        assert audit.last_lines(config, {sid}) == ({sid: everything[sid]} if sid in everything else {}), sid
+    assert audit.deleted_in_audit_log(config, {ids[0], ids[1], ids[2]}) == {ids[0], ids[2]}
