@@ -54,6 +54,8 @@ _DOCUMENT_TYPE_RE = re.compile(r"\s*(text/html|text/xml|application/(json|xml|xh
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 # A signed URL this close to its expiry is renewed before use rather than failing mid-body.
 EXPIRY_MARGIN = 30.0
+# How often a download holding a partial file looks whether its host is back.
+HOST_POLL = 1.0
 # Requests asking what follows a body that ended without a declared length. Each one that
 # brings more bytes is progress; a server trickling 206 answers without a total stops here,
 # and the file is kept unproven.
@@ -129,6 +131,7 @@ class MediaDownloader:
         state = _Transfer(URL(url, encoded=True))
         async with AtomicFile(final_path) as out:
             attempt = 0
+            waited = False  # for the media host, with bytes on disk (said once)
             while True:
                 attempt += 1
                 try:
@@ -142,6 +145,16 @@ class MediaDownloader:
                     state.confirmations += 1
                     attempt = 0
                     continue
+                except VendorDown:
+                    if not out.size or self.breaker is None:
+                        raise  # nothing to keep: the job waits in the queue, the worker is free
+                    # Bytes on disk are worth a wait: a blip must not cost a large file again.
+                    if not waited:
+                        log.info("media %s: the media host is down; keeping the %d bytes so far until it answers",
+                                 redact_url(url), out.size)
+                        waited = True
+                    await self._host_back()
+                    attempt = 0
                 except TransientError as exc:
                     if attempt >= self.retry.max_attempts or not is_transient(exc):
                         raise
@@ -168,6 +181,13 @@ class MediaDownloader:
             after = None if then is None else (lambda: then(result()))
             await out.commit(expected_size=state.total, tail=tail, then=after)
             return result()
+
+    async def _host_back(self) -> None:
+        """Wait (holding the partial file) until the media host is up again or a probe is due;
+        the session deadline and the shutdown's cancel bound the wait."""
+        assert self.breaker is not None
+        while not self.breaker.up and (wait := self.breaker.seconds_to_probe()) > 0:
+            await asyncio.sleep(min(wait, HOST_POLL))
 
     @staticmethod
     def _must_confirm(state: "_Transfer") -> bool:

@@ -318,11 +318,11 @@ async def test_stopping_is_bounded_even_when_a_session_ignores_its_cancel(tmp_pa
 
 
 def outage_config(tmp_path, sim, **extra):
-    return make_config(
-        tmp_path, sim, http__max_attempts=2, daemon__max_attempts=2, daemon__concurrency=4,
+    settings = dict(
+        http__max_attempts=2, daemon__max_attempts=2, daemon__concurrency=4,
         daemon__breaker_threshold=3, daemon__breaker_probe_initial="100ms", daemon__breaker_probe_max="300ms",
-        **extra,
     )
+    return make_config(tmp_path, sim, **{**settings, **extra})
 
 
 async def test_archiver_once_waits_out_a_short_outage_and_archives_everything(tmp_path, simulator):
@@ -354,3 +354,32 @@ async def test_archiver_once_gives_up_on_a_long_outage_keeping_every_job(tmp_pat
     with JobStore.open_in(config.daemon.state_dir) as store:
         assert store.counts()["pending"] == len(ids)
         assert all(job.attempts == 0 for job in store.iter_jobs())
+
+
+async def test_a_media_outage_mid_file_keeps_the_bytes_already_on_disk(tmp_path, simulator):
+    size = 3_000_000
+    sim = await simulator(seed=8, voicemail_rate=0.0, min_size=size, max_size=size)
+    sim.faults.slow_body = 1.0
+    sim.faults.slow_body_delay = 0.01
+    config = outage_config(tmp_path, sim, http__max_attempts=6, daemon__concurrency=1)
+    sid = session_ids(1, 12)[0]
+    path = sim.media_path(sid, "recording", 0)
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        store.enqueue([("session", sid)])
+    service = Service(config)
+    running = asyncio.create_task(service.run())
+    try:
+        await wait_for(lambda: sim.stats.media_bytes_served[path] > size // 3, timeout=30, what="a third of the file")
+        await sim.stop_host("media")
+        await wait_for(lambda: service.breakers is not None and not service.breakers.media.up, what="the outage")
+        sim.faults.slow_body = 0.0
+        await sim.start_host("media")
+        await wait_for(lambda: service.store.counts()["done"] == 1, timeout=30, what="the session")
+    finally:
+        service.stop()
+        await asyncio.wait_for(running, 15)
+    assert_archived(config, sim, sid)
+    # Resumed where it stopped: at most what was in flight at the cut is sent twice, not a third of the file.
+    assert sim.stats.redundant_bytes(path) < size // 4, sim.stats.redundant_bytes(path)
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        assert store.get("session", sid).attempts == 1
