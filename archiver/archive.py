@@ -14,6 +14,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -242,10 +243,7 @@ class SessionArchiver:
         part: dict[str, Any] = {"files": []}
         deadline = vendor_deadline(self.config, session_id)
         if deadline is not None and deadline < time.time():
-            # Still tried: the vendor may keep it longer than configured.
             part["past_vendor_deadline"] = True
-            log.warning("%s is past its vendor retention deadline; trying anyway", session_id,
-                        extra={"kv_session": session_id})
         try:
             record = await self.calls.record_for(session_id)
         except PermanentError as exc:
@@ -409,6 +407,14 @@ class SessionArchiver:
             "parts": {name: {k: v for k, v in part.items() if k != "files"} for name, part in parts.items()},
             "files": sorted(files, key=lambda f: f["path"]),
         }
+        deadline = vendor_deadline(self.config, ext_id) if id_type == SESSION else None
+        if deadline is not None:
+            # Evidence of when the vendor was to delete it, and whether this came after.
+            late = deadline < time.time()
+            manifest["vendor_deadline"] = {"at": _iso(deadline), "archived_after": late}
+            if late:
+                log.warning("%s was archived after its vendor retention deadline (%s)", ext_id, _iso(deadline),
+                            extra={"kv_session": ext_id})
         unproven = [f"{f['path']}: {f['unproven']}" for f in manifest["files"] if f.get("unproven")]
         if unproven:  # kept, and said here: the vendor's copy is not deleted on their strength
             manifest["unproven"] = unproven
@@ -489,6 +495,10 @@ def transcription_text(records: tuple[dict[str, Any], ...] | list[dict[str, Any]
                 if isinstance(text, str) and text.strip():
                     lines.append(text.strip())
     return "\n".join(lines)
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _entry(

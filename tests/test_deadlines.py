@@ -112,6 +112,7 @@ async def test_a_session_past_its_deadline_is_archived_and_marked(simulator, tmp
     directory = session_dir(config.archive.root, config.kore.bot_id, "session", old)
     manifest = json.loads((directory / "manifest.json").read_text())
     assert manifest["parts"]["call"]["past_vendor_deadline"] is True
+    assert manifest["vendor_deadline"]["archived_after"] is True
     assert any(f["kind"] == "audio" for f in manifest["files"])
     # The calls it cost are counted for "API calls per archived session".
     assert status_json(config, capsys)["api_calls_per_archived_session"] > 0
@@ -138,3 +139,16 @@ def test_a_version_1_store_gets_session_times(tmp_path: Path) -> None:
     assert [(j.ext_id, j.session_at) for j in jobs] == [
         (oid(1000, 2), 1000.0), (oid(2000, 1), 2000.0), ("someone@example.com", 7000.0),
     ]
+
+
+async def test_without_call_details_the_manifest_still_says_it_came_after_the_deadline(simulator, tmp_path: Path) -> None:
+    sim = await simulator()
+    config = make_config(tmp_path, sim, kore__vendor_retention="30d")
+    old, recent = oid(time.time() - 40 * DAY, 6), oid(time.time() - 2 * DAY, 7)
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        store.enqueue([(ids.SESSION, old), (ids.SESSION, recent)])
+    assert (await Service(config, burst=True).run()).done == 2
+    for sid, late in ((old, True), (recent, False)):
+        directory = session_dir(config.archive.root, config.kore.bot_id, "session", sid)
+        manifest = json.loads((directory / "manifest.json").read_text())
+        assert manifest["vendor_deadline"]["archived_after"] is late and "call" not in manifest["parts"]
