@@ -29,6 +29,7 @@ from .archive import SessionArchiver, SessionResult
 from .catalog import record_session
 from .config import Config, spool_root
 from .errors import PermanentError
+from .generations import GENERATIONS
 from .manifest import MANIFEST, entry_problem
 from .s3 import Bucket, ObjectConflict, ObjectProblem, file_sha256
 
@@ -128,6 +129,14 @@ class S3SessionArchiver:
             return
         directory = Path(result.directory)
         if directory.parent == directory or not directory.is_relative_to(self.spool):
+            return
+        if await asyncio.to_thread((directory / GENERATIONS).exists):
+            # Earlier generations are not uploaded (the bucket never replaces anything, so a
+            # published session has none); one that an unpublished attempt left stays here.
+            log.warning(
+                "%s: keeping the spool copy: it holds earlier generations, which are not in the bucket",
+                self.relative(directory), extra={"kv_session": directory.name},
+            )
             return
         await asyncio.to_thread(shutil.rmtree, directory, True)
 

@@ -294,3 +294,25 @@ async def test_a_spool_file_changed_after_download_is_not_uploaded_and_leaves_no
     keys = [o["Key"] for o in admin.list_objects_v2(Bucket=bucket).get("Contents") or []]
     assert not [k for k in keys if k.endswith((audio["path"], "manifest.json"))]
     assert not admin.list_multipart_uploads(Bucket=bucket).get("Uploads")  # aborted
+
+
+async def test_a_spool_copy_holding_earlier_generations_is_kept(tmp_path, simulator, moto_endpoint):
+    from archiver.s3 import Bucket, s3_client
+    from archiver.s3archive import S3SessionArchiver, spool_config
+
+    from .conftest import archiver_for
+
+    sim = await simulator(voicemail_rate=0.0)
+    bucket = new_bucket(moto_endpoint)
+    config = make_config(tmp_path, sim, **s3_settings(tmp_path, moto_endpoint, bucket))
+    async with archiver_for(spool_config(config)) as inner, s3_client(config) as client:
+        target = S3SessionArchiver(config, inner, Bucket(config, client))
+        first = await target.archive("session", IDS[0])
+        second = await target.archive("session", IDS[1])
+        kept = first.directory / "generations" / "1"
+        kept.mkdir(parents=True)
+        (kept / "generation.json").write_text("{}")
+        await target.settled(first)
+        await target.settled(second)
+    assert (kept / "generation.json").exists() and (first.directory / "manifest.json").exists()
+    assert not second.directory.exists()
