@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import quote
 
 from .calldetails import CALL_FILE
 from .archive_reader import ArchiveReader, FileArchiveReader, StoredSession, listed_files, read_small_json
@@ -418,14 +419,19 @@ def _output(row: sqlite3.Row) -> dict[str, Any]:
 class Catalog:
     """The catalog in one SQLite file; share one between the threads of a process."""
 
-    def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = 30.0, read_only: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+        # mode=ro never creates or changes the file: find run as root leaves nothing behind
+        # that the service's user could not write.
+        target = f"file:{quote(str(self.path.absolute()))}?mode=ro" if read_only else str(self.path)
+        self._conn = sqlite3.connect(target, timeout=busy_timeout, isolation_level=None, check_same_thread=False,
+                                     uri=read_only)
         self._conn.row_factory = sqlite3.Row
         try:
-            self._setup()
+            self._check_version() if read_only else self._setup()
         except BaseException:
             self._conn.close()
             raise
@@ -434,6 +440,25 @@ class Catalog:
     def open_in(cls, state_dir: Path, **kwargs: Any) -> Catalog:
         """Open (creating if needed) the catalog of a state directory."""
         return cls(Path(state_dir) / FILE_NAME, **kwargs)
+
+    @classmethod
+    def open_existing(cls, state_dir: Path) -> Catalog:
+        """Open, read-only, the catalog a state directory must already hold (``find``, ``export``)."""
+        path = Path(state_dir) / FILE_NAME
+        if not path.is_file():
+            raise ConfigError("daemon.state_dir", f"no catalog at {path}: check the path, or build it from the "
+                              "archive with `archiver state rebuild`")
+        try:
+            return cls(path, read_only=True)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError("daemon.state_dir", f"the catalog {path} cannot be read ({exc}); rebuild it with "
+                              "`archiver state rebuild`") from None
+
+    def _check_version(self) -> None:
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ConfigError("daemon.state_dir", f"the catalog has schema version {version}; "
+                              f"this archiver knows up to {SCHEMA_VERSION}")
 
     def _setup(self) -> None:
         mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]

@@ -483,7 +483,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not filters.empty():
         described["filters"] = {k: v for k, v in vars(args).items()
                                 if k in ("date_from", "date_to", "agent", "caller", "queue", "disposition", "text") and v}
-        with Catalog.open_in(config.daemon.state_dir) as catalog:
+        with Catalog.open_existing(config.daemon.state_dir) as catalog:
             chosen += [key for key in sessions_from(catalog.find(filters)) if key not in chosen]
     if not chosen:
         print("archiver: no session matches; nothing exported", file=sys.stderr)

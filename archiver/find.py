@@ -14,7 +14,6 @@ from typing import Any, Iterable, TextIO
 
 from .catalog import OUTPUT_FIELDS, Catalog, Filters
 from .config import Config
-from .errors import ConfigError
 
 TABLE = ("started (UTC)", "session", "direction", "caller", "agents", "queues", "dispositions", "duration", "vm",
          "files", "deleted")
@@ -34,9 +33,7 @@ def date_bounds(date_from: datetime | None, date_to: datetime | None) -> tuple[f
 
 def run_find(config: Config, filters: Filters, out: TextIO, err: TextIO, *, fmt: str = "table", limit: int = 0) -> int:
     """Print the sessions the catalog holds that match ``filters``; returns how many."""
-    if not config.daemon.state_dir.is_dir():
-        raise ConfigError("daemon.state_dir", f"{config.daemon.state_dir} does not exist: nothing is catalogued there")
-    with Catalog.open_in(config.daemon.state_dir) as catalog:
+    with Catalog.open_existing(config.daemon.state_dir) as catalog:
         if catalog.count() == 0:
             print("archiver: the catalog is empty; if the archive is not, run `archiver state rebuild`", file=err)
         rows = catalog.find(filters, limit=limit)

@@ -354,8 +354,24 @@ async def test_find_without_a_state_directory_is_one_clear_line(tmp_path, simula
     config = make_config(tmp_path, await simulator())
     assert cli_main(["find", "--config", str(config.source)]) == 2
     err = capsys.readouterr().err
-    assert "daemon.state_dir" in err and "does not exist" in err and "Traceback" not in err
+    assert "daemon.state_dir" in err and "no catalog" in err and "state rebuild" in err and "Traceback" not in err
     assert not config.daemon.state_dir.exists()
+    config.daemon.state_dir.mkdir()
+    assert cli_main(["find", "--config", str(config.source)]) == 2
+    assert list(config.daemon.state_dir.iterdir()) == []  # a read-only command creates nothing
+
+
+async def test_find_reads_the_catalog_without_writing_to_it(archived, capsys):
+    _sim, config = archived
+    before = (config.daemon.state_dir / "catalog.sqlite3").read_bytes()
+    assert find(config, capsys) == IDS
+    assert (config.daemon.state_dir / "catalog.sqlite3").read_bytes() == before
+    for name in ("catalog.sqlite3-wal", "catalog.sqlite3-shm"):
+        (config.daemon.state_dir / name).unlink(missing_ok=True)
+    (config.daemon.state_dir / "catalog.sqlite3").write_bytes(b"garbage" * 1000)
+    assert cli_main(["find", "--config", str(config.source)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be read" in err and "state rebuild" in err and "Traceback" not in err
 
 
 D0 = datetime(2025, 3, 10, tzinfo=timezone.utc).timestamp()
