@@ -259,7 +259,7 @@ class Inbox:
             log.warning(
                 "inbox file %s has a modification time in the future (%s); it is read once unchanged"
                 " for %gs, at %s", shown(name), _utc(st.st_mtime), settle, _utc(now + settle),
-                extra={"file": name},
+                extra={"kv_file": name},
             )
         return now - first >= settle
 
@@ -416,10 +416,10 @@ def _skipped(name: str, reason: str) -> FileOutcome:
 
 def _log(outcome: FileOutcome) -> None:
     extra = {
-        "file": outcome.name,
-        "disposition": outcome.disposition,
-        "accepted": outcome.accepted,
-        "invalid": outcome.invalid,
+        "kv_file": outcome.name,
+        "kv_disposition": outcome.disposition,
+        "kv_accepted": outcome.accepted,
+        "kv_invalid": outcome.invalid,
     }
     name = shown(outcome.name)  # a file name may hold newlines and other controls
     if outcome.disposition == "skipped":

@@ -5,7 +5,8 @@ priority, ``<3>`` for errors and so on, which journald strips and files the line
 ``journalctl -p err`` shows the errors. A traceback never spreads over lines: it is a field.
 
 Structured fields travel as ``extra={"kv_session": ..., "kv_kind": ..., "kv_attempt": ...}``
-and come out as top-level JSON keys (without the ``kv_`` prefix). Inside a worker the
+and come out as top-level JSON keys (without the ``kv_`` prefix); a field passed without the
+prefix comes out too, and string fields are scrubbed like the message. Inside a worker the
 session id, kind and attempt are set once in a context variable and added to every line.
 """
 
@@ -20,7 +21,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .config import ObservabilityConfig
-from .redact import RedactingFilter
+from .redact import RedactingFilter, extra_fields
 
 # (session id, kind, attempt) of the job the current task works on.
 job_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("job_context", default=None)
@@ -31,9 +32,7 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     context = job_context.get()
     if context:
         out.update(context)
-    for key, value in record.__dict__.items():
-        if key.startswith("kv_"):
-            out[key[3:]] = value
+    out.update(extra_fields(record))
     return out
 
 
@@ -55,12 +54,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str, ensure_ascii=False)
 
 
+def _one_line(value: Any) -> str:
+    """A field for the text line: quoted and escaped when it holds spaces or control characters."""
+    text = str(value)
+    return text if text.isprintable() and " " not in text else json.dumps(text, ensure_ascii=False)
+
+
 class TextFormatter(logging.Formatter):
     """``time level logger: message [key=value ...]``."""
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-        extras = " ".join(f"{k}={v}" for k, v in _fields(record).items())
+        extras = " ".join(f"{k}={_one_line(v)}" for k, v in _fields(record).items())
         line = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
         if extras:
             line += f" [{extras}]"

@@ -37,6 +37,19 @@ def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
     return text
 
 
+# The attributes every LogRecord has; any other one was passed as ``extra=`` (a structured field).
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+def extra_fields(record: logging.LogRecord) -> dict[str, object]:
+    """The structured fields of a record: whatever ``extra=`` added, the ``kv_`` prefix dropped."""
+    return {
+        (key[3:] if key.startswith("kv_") else key): value
+        for key, value in record.__dict__.items()
+        if key not in _RECORD_ATTRIBUTES
+    }
+
+
 class RedactingFilter(logging.Filter):
     """Scrubs every formatted log message and exception text before it is emitted."""
 
@@ -55,6 +68,6 @@ class RedactingFilter(logging.Filter):
             record.exc_text = scrub("".join(traceback.format_exception(*record.exc_info)), self.secrets)
             record.exc_info = None
         for key, value in list(record.__dict__.items()):
-            if key.startswith("kv_") and isinstance(value, str):
+            if key not in _RECORD_ATTRIBUTES and isinstance(value, str):
                 record.__dict__[key] = scrub(value, self.secrets)
         return True

@@ -541,4 +541,4 @@ def test_outcomes_are_logged_with_structured_fields(
     with caplog.at_level("INFO", logger="archiver.inbox"):
         inbox.scan(now=LATER)
     [record] = [r for r in caplog.records if r.name == "archiver.inbox"]
-    assert (record.file, record.accepted, record.invalid) == ("ids.txt", 1, 1)  # type: ignore[attr-defined]
+    assert (record.kv_file, record.kv_accepted, record.kv_invalid) == ("ids.txt", 1, 1)  # type: ignore[attr-defined]
