@@ -42,7 +42,8 @@ from .transcripts import fetch_transcript
 
 log = logging.getLogger("archiver.archive")
 
-# A URL refused after being freshly issued this many times is not a passing expiry.
+# A URL refused after being freshly issued this many times is not a passing expiry: the
+# session is retried later as a whole (daemon.max_attempts).
 MAX_URL_REFRESHES = 3
 TRANSCRIPT_FILE = "transcript.json"
 
@@ -318,7 +319,13 @@ class SessionArchiver:
                     if refreshes > MAX_URL_REFRESHES:
                         raise TransientError(f"{kind}: media URLs still refused after {MAX_URL_REFRESHES} fresh ones") from exc
                     self.metrics.url_refreshes.inc()
-                    log.info("%s %s: %s; asking for a fresh URL", kind, ext_id, exc, extra={"kv_session": ext_id})
+                    # The first fresh URL is asked for at once (a URL expiring is routine); a
+                    # refused fresh one waits the one backoff before the next.
+                    wait = self.downloader.retry.backoff(refreshes - 1) if refreshes > 1 else 0.0
+                    log.info(
+                        "%s %s: %s; asking for a fresh URL in %.1fs", kind, ext_id, exc, wait, extra={"kv_session": ext_id}
+                    )
+                    await asyncio.sleep(wait)
                     items = _match_items(items, await refresh())
             files.extend(self._entries(directory, result, *sidecar[0], kind, api))
         return files

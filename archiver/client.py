@@ -135,7 +135,7 @@ class KoreClient:
         if limiter is None and store is not None:
             limiter = SharedRateLimiter(config.kore.requests_per_minute, config.kore.rate_window, store)
         self.limiter = limiter or RateLimiter(config.kore.requests_per_minute, config.kore.rate_window)
-        self.retry = retry or RetryPolicy.from_config(config.http)
+        self.retry = retry or RetryPolicy.from_config(config.http, config.kore.max_retry_after)
         self.metrics = metrics or Metrics()
         self.breaker = breaker
         self._base = URL(self.kore.host.rstrip("/") + self.kore.path_prefix + f"/bot/{self.kore.bot_id}")

@@ -100,7 +100,7 @@ class MediaDownloader:
         self.media = config.media
         self.http = http
         self.metrics = metrics or Metrics()
-        self.retry = retry or RetryPolicy.from_config(config.http)
+        self.retry = retry or RetryPolicy.from_config(config.http, config.kore.max_retry_after)
         self._slots = asyncio.Semaphore(config.media.concurrency)
         self.breaker = breaker
 
@@ -130,10 +130,11 @@ class MediaDownloader:
     ) -> DownloadResult:
         state = _Transfer(URL(url, encoded=True))
         async with AtomicFile(final_path) as out:
-            attempt = 0
+            attempt = 0  # attempts since bytes last arrived
             waited = False  # for the media host, with bytes on disk (said once)
             while True:
                 attempt += 1
+                before = out.size
                 try:
                     tail = await self._fetch_once(state, out)
                     if not self._must_confirm(state):
@@ -156,6 +157,11 @@ class MediaDownloader:
                     await self._host_back()
                     attempt = 0
                 except TransientError as exc:
+                    if out.size > before:
+                        # A resume that received bytes has not failed: only attempts without
+                        # progress count (as huggingface_hub does). A server dripping a byte per
+                        # connection is bounded by media.min_rate and daemon.session_timeout.
+                        attempt = 1
                     if attempt >= self.retry.max_attempts or not is_transient(exc):
                         raise
                     delay = exc.retry_after if exc.retry_after is not None else self.retry.backoff(attempt)

@@ -26,6 +26,8 @@ Messages never contain secrets: URLs are shown without their query string.
 
 from __future__ import annotations
 
+import errno
+
 
 class ArchiverError(Exception):
     """Root of every error the archiver raises on purpose."""
@@ -124,3 +126,31 @@ def is_transient(exc: BaseException) -> bool:
     whose breaker is open likewise: the job waits for the probe, the call does not hammer it.
     """
     return isinstance(exc, TransientError) and not isinstance(exc, (DiskFullError, VendorDown))
+
+
+# What becomes of a job whose attempt raised (``job_outcome``); the worker settles each.
+NOT_READY, OUTAGE, RELEASE, DISK_FULL, TRANSIENT, FAILED = (
+    "not_ready", "outage", "release", "disk_full", "transient", "failed",
+)
+
+
+def job_outcome(exc: BaseException) -> str | None:
+    """The one classifier of a failed session attempt, or None for a bug (not an archiver error).
+
+    The order matters: the subclasses of TransientError (an outage, a full disk) are not
+    retried like the others, and a full disk met outside ``atomicfile`` (creating a
+    directory) is still a full disk.
+    """
+    if isinstance(exc, NotReadyError):
+        return NOT_READY
+    if isinstance(exc, VendorDown):
+        return OUTAGE  # the vendor is down, not the session: the attempt is given back
+    if isinstance(exc, Stopping):
+        return RELEASE
+    if isinstance(exc, DiskFullError) or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)):
+        return DISK_FULL
+    if isinstance(exc, TransientError):
+        return TRANSIENT
+    if isinstance(exc, ArchiverError):
+        return FAILED
+    return None

@@ -28,10 +28,14 @@ class RetryPolicy:
     max_attempts: int = 5
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
+    # The longest Retry-After honoured (kore.max_retry_after): one answer saying "a year"
+    # must not park a call for a year.
+    max_retry_after: float = 900.0
 
     @classmethod
-    def from_config(cls, http: HttpConfig) -> "RetryPolicy":
-        return cls(http.max_attempts, http.backoff_initial, http.backoff_max)
+    def from_config(cls, http: HttpConfig, max_retry_after: float = 900.0) -> "RetryPolicy":
+        """From [http], with ``kore.max_retry_after``."""
+        return cls(http.max_attempts, http.backoff_initial, http.backoff_max, max_retry_after)
 
     def backoff(self, attempt: int) -> float:
         """Full-jitter exponential backoff after ``attempt`` (1-based) failed: the one formula,
@@ -43,7 +47,7 @@ class RetryPolicy:
         exc = state.outcome.exception() if state.outcome else None
         hint = getattr(exc, "retry_after", None)
         if hint is not None:
-            return min(float(hint), max(self.backoff_max, 3600.0))
+            return min(float(hint), self.max_retry_after)
         return self.backoff(state.attempt_number)
 
     async def call(

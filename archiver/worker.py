@@ -12,7 +12,6 @@ decided here, in :meth:`WorkerPool._settle`, and written with cancellation shiel
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import shutil
 import time
@@ -23,15 +22,7 @@ from typing import Callable
 from .archive import SessionArchiver, SessionResult
 from .config import Config, format_size
 from .breaker import Breakers
-from .errors import (
-    ArchiverError,
-    DiskFullError,
-    NotReadyError,
-    PermanentError,
-    Stopping,
-    TransientError,
-    VendorDown,
-)
+from .errors import DISK_FULL, TRANSIENT, ArchiverError, TransientError, job_outcome
 from .ids import SESSION
 from .logsetup import job_context
 from .metrics import Metrics
@@ -81,7 +72,8 @@ class WorkerPool:
         self.stats = PoolStats()
         # Between attempts of a whole session: the call policy's formula, at least a minute's ceiling.
         http = config.http
-        self._session_backoff = RetryPolicy(http.max_attempts, http.backoff_initial, max(http.backoff_max, 60.0))
+        # Whole-session retries: daemon.max_attempts attempts, waits from the [http] backoff.
+        self._session_retry = RetryPolicy(config.daemon.max_attempts, http.backoff_initial, http.backoff_max)
         self.active = 0
         self.disk_paused_until = 0.0
         self._disk_warned = False
@@ -238,28 +230,15 @@ class WorkerPool:
         except asyncio.CancelledError:
             outcome = ("release", "cancelled")
             raise
-        except NotReadyError as exc:
-            outcome = ("not_ready", str(exc))
-        except VendorDown as exc:
-            outcome = ("outage", str(exc))
-        except Stopping:
-            outcome = ("release", "stopping")
-        except DiskFullError as exc:
-            outcome = ("disk_full", str(exc))
-        except TransientError as exc:
-            outcome = ("transient", str(exc))
-        except PermanentError as exc:
-            outcome = ("failed", str(exc))
-        except ArchiverError as exc:
-            outcome = ("failed", str(exc))
-        except Exception as exc:  # a bug: report it on the job, never kill the worker
-            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                # Directories (and, on ext4, every new one takes a block) are made outside
-                # AtomicFile: a full disk there is the same full disk, not a bug.
-                outcome = ("disk_full", f"no space left on the archive file system ({exc.strerror})")
-            else:
+        except Exception as exc:
+            kind = job_outcome(exc)
+            if kind == DISK_FULL and not isinstance(exc, ArchiverError):
+                outcome = (kind, f"no space left on the archive file system ({getattr(exc, 'strerror', exc)})")
+            elif kind is not None:
+                outcome = (kind, str(exc))
+            else:  # a bug: report it on the job, never kill the worker
                 log.exception("unexpected error archiving %s", job.ext_id)
-                outcome = ("transient", f"internal error: {type(exc).__name__}: {exc}")
+                outcome = (TRANSIENT, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.active -= 1
             # The bookkeeping must happen even when this task is being cancelled.
@@ -323,10 +302,11 @@ class WorkerPool:
                 log.error("archive disk full, pausing downloads until space returns: %s", reason)
                 self._disk_warned = True
         elif outcome == "transient":
-            if job.attempts >= daemon.max_attempts:
+            if job.attempts >= self._session_retry.max_attempts:
                 await self._fail(job, f"gave up after {job.attempts} attempts: {reason}")
             else:
-                delay = self.config.http.backoff_initial + self._session_backoff.backoff(job.attempts)
+                # At least backoff_initial: the calls inside were already retried at once.
+                delay = self.config.http.backoff_initial + self._session_retry.backoff(job.attempts)
                 await asyncio.to_thread(self.store.retry_later, job.id, now + delay, reason or "transient error")
                 self.stats.retried += 1
                 self.metrics.retries.labels("session").inc()

@@ -383,3 +383,16 @@ async def test_files_completed_by_an_interrupted_attempt_are_not_fetched_again(t
         await archiver.archive("session", SID)
         assert len(media_requests(sim)) == before + 3
     assert_archived(config, sim, SID)
+
+
+async def test_resumes_that_receive_bytes_do_not_use_up_the_attempts(tmp_path, simulator):
+    """Every answer is cut part-way, more times than http.max_attempts: each resume brought
+    bytes, so the download goes on to the end instead of failing the session."""
+    sim = await simulator(voicemail_rate=0.0, min_size=1_000_000, max_size=1_200_000)
+    config = make_config(tmp_path, sim, http__max_attempts=2, http__backoff_initial="0s", http__backoff_max="0s")
+    sim.faults.media_truncate = 1.0
+    async with archiver_for(config) as archiver:
+        on_media_request(archiver, 4, lambda: setattr(sim.faults, "media_truncate", 0.0))
+        await archiver.archive("session", SID)
+    assert_archived(config, sim, SID)
+    assert sim.stats.faults_injected["media_truncate"] >= 3  # more cuts than http.max_attempts
