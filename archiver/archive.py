@@ -471,7 +471,6 @@ class _InlineWriter:
             self.mime = event.mime
             name = safe_filename(f"recording-{event.index + 1}{extension_for(event.mime)}", "recording.bin", self.taken)
             self.current = AtomicFile(self.target / name)
-            await self.current.open()
         elif isinstance(event, RecordingData) and self.current is not None:
             await self.current.write(event.data)
         elif isinstance(event, RecordingEnd) and self.current is not None:

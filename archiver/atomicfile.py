@@ -96,15 +96,11 @@ class AtomicFile:
         self._loop = asyncio.get_running_loop()
 
     async def __aenter__(self) -> "AtomicFile":
-        await self.open()
-        return self
+        return self  # nothing to open: the first write creates the temp file
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if not self._committed:
             await self.abort()
-
-    async def open(self) -> None:
-        """Nothing to do yet: the first write creates the temp file."""
 
     @property
     def sha256(self) -> str:
@@ -286,7 +282,11 @@ async def write_json(path: Path, obj: Any) -> tuple[int, str]:
 def write_json_sync(path: Path, obj: Any) -> tuple[int, str]:
     """``write_json`` for code already running in a worker thread: encoded, written, fsynced,
     renamed and the directory fsynced, as ``AtomicFile`` does, in the calling thread."""
-    data = dumps(obj)
+    return write_bytes_sync(path, dumps(obj))
+
+
+def write_bytes_sync(path: Path, data: bytes) -> tuple[int, str]:
+    """A small file written whole, the same way (blocking); returns (size, sha256)."""
     temp = path.parent / temp_name(path.name)
     fd = _create(temp, path)
     try:

@@ -31,7 +31,7 @@ class TokenSigner:
         self._clock = clock
         self._token: str | None = None
         self._expires_at = 0.0
-        self.signed = 0  # tokens signed so far (tests and metrics)
+        self.signed = 0  # tokens signed so far (tests read it to count re-signing)
 
     def token(self) -> str:
         """A valid token: the cached one, or a fresh one when needed."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .atomicfile import fsync_dir
+from .atomicfile import fsync_dir, write_bytes_sync
 from .config import DaemonConfig, format_size
 from .errors import UnparseableFile, UnsafeInputError
 from .idfile import InvalidItem, ParsedItem, parse_ids, shown
@@ -101,19 +101,8 @@ class _Report:
 
 
 def _write_note(path: Path, text: str) -> None:
-    """Write a small text file beside a moved file: temp file, fsync, rename, fsync dir."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.rename(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    """Write a small text file beside a moved file, as every file is written (``atomicfile``)."""
+    write_bytes_sync(path, text.encode("utf-8", "backslashreplace"))
 
 
 def _is_left_alone(name: str) -> bool:

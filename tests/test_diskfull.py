@@ -236,7 +236,6 @@ async def test_short_write_then_enospc_never_commits_a_file_missing_bytes(tmp_pa
 async def test_a_failed_write_poisons_the_temp_file(tmp_path, monkeypatch):
     """After a failed write the file lacks bytes that ``size`` counts: it can never be committed."""
     handle = atomicfile.AtomicFile(tmp_path / "f.wav")
-    await handle.open()
     disk_faults(monkeypatch, lambda call: "full" if call == 1 else None)
     await handle.write(b"x" * 10)
     with pytest.raises(DiskFullError):
