@@ -243,6 +243,8 @@ class Service:
             watchdog = asyncio.create_task(self._watchdog(self.notifier.watchdog_interval))
             stack.callback(watchdog.cancel)
         counts = await self._update_status()
+        if not self.burst:
+            await self.refresh_outlook(force=True)  # at-risk sessions known from the first scrape
         self.notifier.notify(ready=1, status=self._status_line(counts))
         self.ready.set()
         log.info("archiver %s", "draining the queue" if self.burst else "running")
@@ -448,6 +450,7 @@ class Service:
             self.metrics.queue.labels(state).set(counts.get(state, 0))
         oldest = status.oldest_pending_at
         self.metrics.oldest_pending_age.set(max(0.0, time.time() - oldest) if oldest else 0.0)
+        self.metrics.api_calls_per_session.set(self.usage.ratio())
         self.notifier.notify(status=self._status_line(counts))
         return counts
 

@@ -152,3 +152,23 @@ async def test_without_call_details_the_manifest_still_says_it_came_after_the_de
         directory = session_dir(config.archive.root, config.kore.bot_id, "session", sid)
         manifest = json.loads((directory / "manifest.json").read_text())
         assert manifest["vendor_deadline"]["archived_after"] is late and "call" not in manifest["parts"]
+
+
+async def test_the_daemon_reports_sessions_at_risk_from_its_start(simulator, tmp_path: Path) -> None:
+    import asyncio
+
+    sim = await simulator()
+    config = make_config(tmp_path, sim, kore__vendor_retention="90d", kore__requests_per_minute=60)
+    now = time.time()
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        store.enqueue([(ids.SESSION, oid(now - 90 * DAY + 101, n)) for n in range(100)], now=now)
+    service = Service(config, serve_http=False)
+    task = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(service.ready.wait(), 30)
+        at_risk = service.metrics.sessions_at_risk._value.get()
+    finally:
+        service.stop()
+        await task
+    assert 45 <= at_risk <= 51
+    assert b"archiver_sessions_at_risk" in service.metrics.render()
