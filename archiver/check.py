@@ -36,12 +36,18 @@ async def check_start(config: Config, line: Callable[[bool, str], None], out: An
         from .s3check import check_bucket  # aiobotocore is loaded for an S3 target only
 
         await check_bucket(config, line, out)
-    try:
-        # The API budget is shared with a daemon running on the same state directory.
-        store = JobStore.open_in(config.daemon.state_dir)
-    except (ArchiverError, OSError, sqlite3.Error) as exc:
-        line(False, f"cannot open the job store in {config.daemon.state_dir}: {exc}")
-        store = None
+    store = None
+    owner = _foreign_owner(config.daemon.state_dir)
+    if owner is not None:
+        # Root would create (or leave) files in there that the service's user cannot write.
+        line(False, f"check runs as root, but {config.daemon.state_dir} belongs to uid {owner}: "
+                    "run check as that user (sudo -u, or archiverctl under systemd); the job store was not opened")
+    else:
+        try:
+            # The API budget is shared with a daemon running on the same state directory.
+            store = JobStore.open_in(config.daemon.state_dir)
+        except (ArchiverError, OSError, sqlite3.Error) as exc:
+            line(False, f"cannot open the job store in {config.daemon.state_dir}: {exc}")
     if store is not None:
         line(*_check_store_writable(store))
     line(*_check_listen(config))
@@ -107,6 +113,17 @@ async def _probe_scopes(config: Config, client: Any, store: Any) -> list[tuple[b
         except ArchiverError as exc:
             results.append((True, f"{what}: accepted the credentials and scope (answered: {exc})"))
     return results
+
+
+def _foreign_owner(state_dir: Path) -> int | None:
+    """The owner's uid when this process is root and the state directory is someone else's."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        owner = state_dir.stat().st_uid
+    except OSError:
+        return None
+    return owner if owner != 0 else None
 
 
 def _check_store_writable(store: Any) -> tuple[bool, str]:

@@ -7,6 +7,8 @@ import os
 import sys
 import asyncio
 
+import pytest
+
 from archiver.cli import run_check
 from archiver.config import load_config
 
@@ -149,3 +151,17 @@ async def test_check_probes_the_call_details_scope_when_an_account_is_set(tmp_pa
     assert await run_check(config, out) == 0, out.getvalue()
     assert any(r.path.endswith("/v2/interactionDetails") and r.headers.get("accountId") == "sim-account"
                for r in sim.requests)
+
+
+async def test_check_as_root_does_not_create_a_store_in_the_service_users_directory(tmp_path, simulator):
+    """Root running check on the service's state directory would leave a root-owned store."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can create a store another user cannot write (CI runs as root)")
+    sim = await simulator()
+    config = make_config(tmp_path, sim)
+    config.daemon.state_dir.mkdir()
+    os.chown(config.daemon.state_dir, 65534, 65534)
+    out = io.StringIO()
+    assert await run_check(config, out) == 1
+    assert "belongs to uid 65534: run check as that user" in out.getvalue()
+    assert [p.name for p in config.daemon.state_dir.iterdir()] == []
