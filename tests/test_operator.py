@@ -465,3 +465,23 @@ async def test_once_on_a_terminal_keeps_log_lines_above_one_progress_line(tmp_pa
     # The summary has a line of its own.
     summary = text.index("archived 4 sessions")
     assert text[:summary].endswith("\n"), repr(text[summary - 40:summary + 20])
+
+
+def test_a_traceback_in_text_logs_stays_on_its_line() -> None:
+    import io
+    import logging
+
+    from archiver.config import ObservabilityConfig
+    from archiver.logsetup import setup_logging
+
+    stream = io.StringIO()
+    handler = setup_logging(ObservabilityConfig(log_format="text"), stream=stream)
+    try:
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            logging.getLogger("archiver.test").exception("it broke")
+    finally:
+        logging.getLogger("archiver").removeHandler(handler)
+    (line,) = stream.getvalue().splitlines()
+    assert "it broke" in line and 'exc="Traceback' in line and "RuntimeError: boom" in line
