@@ -151,6 +151,7 @@ def test_every_alert_the_issue_asks_for_is_shipped() -> None:
         "ArchiverFailedSessions": 'state="failed"',
         "ArchiverOldestPendingTooOld": "archiver_oldest_pending_age_seconds",
         "ArchiverInboxFilesRejected": "archiver_inbox_files_total",
+        "ArchiverSessionsAtRisk": "archiver_sessions_at_risk",
     }
     for name, fragment in wanted.items():
         assert fragment in alerts[name]
