@@ -336,9 +336,9 @@ async def test_retry_and_enqueue_force_take_effect_in_a_running_daemon_within_se
         result = await asyncio.to_thread(run, "retry", "--failed", "--config", config_path)
         assert result.returncode == 0, result.stderr
         assert await wait_state("done", 5) < 5
+        archived_before = service.pool.stats.done  # before: the daemon may act before the command exits
         result = await asyncio.to_thread(run, "enqueue", "--force", "--config", config_path, SESSION)
         assert result.returncode == 0, result.stderr
-        archived_before = service.pool.stats.done
         started = time.monotonic()
         while service.pool.stats.done == archived_before:
             assert time.monotonic() - started < 5, "enqueue --force not taken up"
