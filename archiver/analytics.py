@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .client import KoreClient
-from .config import DiscoveryConfig
+from .config import AnalyticsConfig
 from .errors import ProtocolError
 from .ratelimit import MultiWindowLimiter, RateLimiter
 from .store import JobStore
@@ -39,14 +39,14 @@ MAX_MESSAGES_PAGE_SIZE = 10_000
 
 
 def analytics_limiter(
-    discovery: DiscoveryConfig, *, minute: float = MINUTE, hour: float = HOUR, margin: float | None = None
+    analytics: AnalyticsConfig, *, minute: float = MINUTE, hour: float = HOUR, margin: float | None = None
 ) -> MultiWindowLimiter:
-    """The Analytics budget of ``[discovery]``: requests_per_minute and requests_per_hour at once.
+    """The Analytics budget of ``[analytics]``: requests_per_minute and requests_per_hour at once.
 
     ``minute`` and ``hour`` are the window lengths (shorter in tests).
     """
     return MultiWindowLimiter(
-        [(discovery.requests_per_minute, minute), (discovery.requests_per_hour, hour)], margin=margin
+        [(analytics.requests_per_minute, minute), (analytics.requests_per_hour, hour)], margin=margin
     )
 
 
@@ -92,8 +92,8 @@ class AnalyticsClient:
         if not 1 <= messages_page_size <= MAX_MESSAGES_PAGE_SIZE:
             raise ValueError(f"messages_page_size must be between 1 and {MAX_MESSAGES_PAGE_SIZE}")
         self.client = client
-        self.limiter = limiter or analytics_limiter(client.config.discovery)
-        self.channel = channel or client.config.discovery.channel
+        self.limiter = limiter or analytics_limiter(client.config.analytics)
+        self.channel = channel or client.config.analytics.channel
         self.messages_page_size = messages_page_size
         self._ledger = ledger if isinstance(self.limiter, MultiWindowLimiter) else None
         # Wall-clock times of the calls still inside the longest window (the hour).

@@ -164,10 +164,21 @@ class DiscoveryConfig:
     overlap: float = 7200.0
     lookback: float = 86400.0
     page_size: int = 100
+    source: str = "get_sessions"  # or "call_details" (needs kore.account_id)
+
+
+@dataclass(frozen=True)
+class AnalyticsConfig:
+    """The Analytics APIs' budget (Kore counts it per bot, apart from the Contact Center's) and
+    the channel their calls ask for; discovery and transcripts share both."""
+
     requests_per_minute: int = 60
     requests_per_hour: int = 1800
     channel: str = "korevg"
-    source: str = "get_sessions"  # or "call_details" (needs kore.account_id)
+
+
+# Keys that moved from [discovery] to [analytics]; the old spelling works, with a warning.
+MOVED_TO_ANALYTICS = ("requests_per_minute", "requests_per_hour", "channel")
 
 
 @dataclass(frozen=True)
@@ -210,6 +221,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     call_details: CallDetailsConfig = field(default_factory=CallDetailsConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     delete: DeleteConfig = field(default_factory=DeleteConfig)
@@ -226,6 +238,7 @@ SECTIONS: dict[str, type] = {
     "http": HttpConfig,
     "daemon": DaemonConfig,
     "discovery": DiscoveryConfig,
+    "analytics": AnalyticsConfig,
     "call_details": CallDetailsConfig,
     "verify": VerifyConfig,
     "delete": DeleteConfig,
@@ -397,13 +410,40 @@ def load_config(
             raise ConfigError(name, f"unknown section (expected one of {', '.join(SECTIONS)})")
         if not isinstance(value, dict):
             raise ConfigError(name, "expected a [section] table")
+    raw, env, moved = _move_to_analytics(raw, env)
     for name, cls in SECTIONS.items():
         sections[name] = _build_section(name, cls, raw.get(name, {}), env)
-    config = Config(**sections, source=source, warnings=tuple(unknown_env_warnings(env)))
+    config = Config(**sections, source=source, warnings=tuple(moved + unknown_env_warnings(env)))
     config = replace(config, kore=replace(config.kore, client_secret=_resolve_secret(config.kore, env)))
     config = replace(config, s3=replace(config.s3, secret_access_key=_resolve_s3_secret(config, env)))
     validate(config, need_credentials=need_credentials)
     return config
+
+
+def _move_to_analytics(
+    raw: dict[str, Any], env: Mapping[str, str]
+) -> tuple[dict[str, Any], Mapping[str, str], list[str]]:
+    """Read the Analytics keys still written under [discovery] (file or environment) as
+    [analytics] ones, unless [analytics] sets them too; one warning line each."""
+    discovery = dict(raw.get("discovery") or {})
+    analytics = dict(raw.get("analytics") or {})
+    env = dict(env)
+    warnings = []
+    for key in MOVED_TO_ANALYTICS:
+        if key in discovery and isinstance(raw.get("discovery"), dict):
+            value = discovery.pop(key)
+            analytics.setdefault(key, value)
+            warnings.append(f"discovery.{key} is deprecated: write it as analytics.{key}")
+        old, new = f"{ENV_PREFIX}DISCOVERY_{key.upper()}", f"{ENV_PREFIX}ANALYTICS_{key.upper()}"
+        if old in env:
+            value = env.pop(old)
+            env.setdefault(new, value)
+            warnings.append(f"{old} is deprecated: set {new}")
+    if isinstance(raw.get("discovery"), dict):
+        raw = dict(raw, discovery=discovery, analytics=analytics)
+    elif analytics:
+        raw = dict(raw, analytics=analytics)
+    return raw, env, warnings
 
 
 def _build_section(name: str, cls: type, table: dict[str, Any], env: Mapping[str, str]) -> Any:
@@ -580,8 +620,8 @@ def validate(config: Config, *, need_credentials: bool = True) -> None:
         raise ConfigError("discovery.interval", "must be at least 1m")
     if not 1 <= discovery.page_size <= 10000:
         raise ConfigError("discovery.page_size", "must be between 1 and 10000")
-    if discovery.requests_per_minute < 1 or discovery.requests_per_hour < 1:
-        raise ConfigError("discovery.requests_per_hour", "rate budgets must be at least 1")
+    if config.analytics.requests_per_minute < 1 or config.analytics.requests_per_hour < 1:
+        raise ConfigError("analytics.requests_per_hour", "rate budgets must be at least 1")
     if discovery.source not in {"get_sessions", "call_details"}:
         raise ConfigError("discovery.source", f"expected 'get_sessions' or 'call_details', got {discovery.source!r}")
     _validate_call_details(config)

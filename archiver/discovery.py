@@ -4,7 +4,7 @@
 any past range without touching the watermark. Both cut the range into windows of
 ``discovery.window`` (getSessions refuses 7 days or more), page each window with
 ``skip``/``limit`` until ``moreAvailable`` is false, keep the sessions on
-``discovery.channel`` (getSessions has no channel filter, so the others are dropped here) and
+``analytics.channel`` (getSessions has no channel filter, so the others are dropped here) and
 enqueue them; ``JobStore.enqueue`` is idempotent, so a session seen twice is queued once.
 
 Why the watermark is safe:
@@ -188,7 +188,7 @@ class Discovery:
         wanted, ignored = [], 0
         for entry in sessions:
             session_id = entry.get("sessionId")
-            if entry.get("channel") != self.settings.channel:
+            if entry.get("channel") != self.config.analytics.channel:
                 ignored += 1
             elif not isinstance(session_id, str) or session_id_problem(session_id) is not None:
                 ignored += 1

@@ -29,7 +29,7 @@ def config_for(tmp_path: Path, sim: Simulator, **settings: Any) -> Config:
     values = {
         "kore__account_id": "sim-account", "call_details__requests_per_minute": 100000,
         "discovery__source": "call_details", "discovery__window": "1d", "discovery__lookback": "1d",
-        "discovery__requests_per_minute": 100000, "discovery__requests_per_hour": 100000,
+        "analytics__requests_per_minute": 100000, "analytics__requests_per_hour": 100000,
         "daemon__concurrency": 4,
     }
     values.update(settings)

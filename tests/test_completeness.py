@@ -67,7 +67,7 @@ async def test_daemon_discovers_sessions_and_archives_them_with_transcripts(tmp_
     sim = await simulator(sessions_per_day=24, voicemail_rate=0.0, analytics_per_minute=0, analytics_per_hour=0)
     config = make_config(
         tmp_path, sim, discovery__enabled=True, discovery__lookback="1d", kore__fetch_transcripts=True,
-        discovery__requests_per_minute=10_000, discovery__requests_per_hour=100_000,
+        analytics__requests_per_minute=10_000, analytics__requests_per_hour=100_000,
     )
     now = time.time()
     voice = sorted(r.session_id for r in sim.population(now - 86400, now) if r.channel == "korevg" and r.visible_at <= now)
@@ -100,8 +100,8 @@ async def test_backfill_command_queues_a_past_range_once(tmp_path, simulator, ca
     from archiver.cli import run_backfill
 
     sim = await simulator(sessions_per_day=6, analytics_per_minute=0, analytics_per_hour=0)
-    config = make_config(tmp_path, sim, discovery__page_size=4, discovery__requests_per_minute=10_000,
-                         discovery__requests_per_hour=100_000)
+    config = make_config(tmp_path, sim, discovery__page_size=4, analytics__requests_per_minute=10_000,
+                         analytics__requests_per_hour=100_000)
     start = datetime(2026, 10, 1, tzinfo=timezone.utc)
     end = datetime(2026, 10, 20, 23, 59, 59, tzinfo=timezone.utc)
     voice = {r.session_id for r in sim.population(start.timestamp(), end.timestamp()) if r.channel == "korevg"}

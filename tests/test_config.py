@@ -190,3 +190,23 @@ def test_call_details_settings_from_the_environment(tmp_path):
 def test_call_details_settings_are_checked(tmp_path, extra, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(write(tmp_path, BASE), env={"ARCHIVER_KORE_CLIENT_SECRET": "x", **extra})
+
+
+def test_the_analytics_keys_moved_to_their_section_and_the_old_ones_still_work(tmp_path):
+    from archiver.config import load_config
+
+    old = tmp_path / "old.toml"
+    old.write_text('[discovery]\nrequests_per_minute = 7\nrequests_per_hour = 70\nchannel = "x"\n')
+    config = load_config(old, env={}, need_credentials=False)
+    assert (config.analytics.requests_per_minute, config.analytics.requests_per_hour, config.analytics.channel) == (7, 70, "x")
+    assert [w for w in config.warnings if "deprecated" in w] == [
+        f"discovery.{key} is deprecated: write it as analytics.{key}"
+        for key in ("requests_per_minute", "requests_per_hour", "channel")
+    ]
+    both = tmp_path / "both.toml"
+    both.write_text("[discovery]\nrequests_per_minute = 7\n[analytics]\nrequests_per_minute = 9\n")
+    assert load_config(both, env={}, need_credentials=False).analytics.requests_per_minute == 9
+    env = {"ARCHIVER_DISCOVERY_CHANNEL": "y", "ARCHIVER_ANALYTICS_REQUESTS_PER_HOUR": "5"}
+    config = load_config(None, env=env, need_credentials=False)
+    assert (config.analytics.channel, config.analytics.requests_per_hour) == ("y", 5)
+    assert config.warnings == ("ARCHIVER_DISCOVERY_CHANNEL is deprecated: set ARCHIVER_ANALYTICS_CHANNEL",)

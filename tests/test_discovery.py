@@ -31,7 +31,7 @@ T_END = datetime(2025, 3, 31, 3, 25, 45, tzinfo=timezone.utc).timestamp()
 NO_ANALYTICS_LIMIT = {"analytics_per_minute": 0, "analytics_per_hour": 0}
 DISCOVERY = {
     "discovery__page_size": 7, "discovery__window": "3d", "discovery__overlap": "2h", "discovery__lookback": "1d",
-    "discovery__requests_per_minute": 100000, "discovery__requests_per_hour": 100000,
+    "analytics__requests_per_minute": 100000, "analytics__requests_per_hour": 100000,
 }
 
 
@@ -187,9 +187,9 @@ async def test_discovery_never_breaches_the_hourly_limit(simulator, tmp_path: Pa
                           analytics_per_hour=20, analytics_hour_window=1.0)
     config = make_config(tmp_path, sim, **{
         **DISCOVERY, "discovery__window": "6h", "discovery__overlap": "1h", "discovery__lookback": "2h",
-        "discovery__requests_per_minute": 6, "discovery__requests_per_hour": 20,
+        "analytics__requests_per_minute": 6, "analytics__requests_per_hour": 20,
     })
-    limiter = analytics_limiter(config.discovery, minute=0.25, hour=1.0, margin=0.05)
+    limiter = analytics_limiter(config.analytics, minute=0.25, hour=1.0, margin=0.05)
     clock = [T_END]
     async with kore(config, limiter=limiter) as (client, analytics):
         with JobStore.open_in(config.daemon.state_dir) as store:
@@ -213,7 +213,7 @@ async def test_the_analytics_budget_is_separate_from_the_contact_center_one(simu
     sim = await simulator(sessions_per_day=24, now=T_END, rate_limit=2, rate_window=60.0,
                           analytics_per_minute=3, analytics_minute_window=60.0, analytics_per_hour=0)
     config = make_config(tmp_path, sim, **{
-        **DISCOVERY, "discovery__page_size": 100, "discovery__requests_per_minute": 3,
+        **DISCOVERY, "discovery__page_size": 100, "analytics__requests_per_minute": 3,
         "kore__requests_per_minute": 2, "kore__rate_window": "60s",
     })
     async with kore(config) as (client, analytics):
@@ -328,20 +328,20 @@ async def test_the_hourly_budget_survives_a_restart(tmp_path, simulator):
     from .conftest import make_config
 
     sim = await simulator(sessions_per_day=4, analytics_per_minute=0, analytics_per_hour=0)
-    config = make_config(tmp_path, sim, discovery__requests_per_minute=100, discovery__requests_per_hour=3)
+    config = make_config(tmp_path, sim, analytics__requests_per_minute=100, analytics__requests_per_hour=3)
     now = datetime.now(timezone.utc)
     with JobStore.open_in(config.daemon.state_dir) as store:
         async with api_session(config) as http:
             first = AnalyticsClient(KoreClient(config, http), ledger=store,
-                                    limiter=analytics_limiter(config.discovery, minute=5.0, hour=600.0))
+                                    limiter=analytics_limiter(config.analytics, minute=5.0, hour=600.0))
             for _ in range(3):
                 await first.get_sessions(now - timedelta(hours=1), now, skip=0, limit=10)
             assert first.limiter.delay() > 500
             # A new process (new client, same store) starts with the hour already spent.
             second = AnalyticsClient(KoreClient(config, http), ledger=store,
-                                     limiter=analytics_limiter(config.discovery, minute=5.0, hour=600.0))
+                                     limiter=analytics_limiter(config.analytics, minute=5.0, hour=600.0))
             assert second.limiter.delay() > 500
             # Without the ledger it would not know.
             third = AnalyticsClient(KoreClient(config, http),
-                                    limiter=analytics_limiter(config.discovery, minute=5.0, hour=600.0))
+                                    limiter=analytics_limiter(config.analytics, minute=5.0, hour=600.0))
             assert third.limiter.delay() == 0
