@@ -482,7 +482,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         described["session_ids"] = [i for _t, i in chosen]
     if not filters.empty():
         described["filters"] = {k: v for k, v in vars(args).items()
-                                if k in ("date_from", "date_to", "agent", "caller", "queue", "disposition", "text") and v}
+                                if k in ("date_from", "date_to", "agent", "caller", "queue", "disposition") and v}
+        if filters.text:
+            described["filters"]["text"] = filters.text
         with Catalog.open_existing(config.daemon.state_dir) as catalog:
             chosen += [key for key in sessions_from(catalog.find(filters)) if key not in chosen]
     if not chosen:

@@ -28,6 +28,7 @@ import getpass
 import hashlib
 import json
 import os
+import pwd
 import re
 import shutil
 import socket
@@ -268,11 +269,23 @@ def _custody_head(reader: ArchiveReader, selection: Selection, destination: Path
 
 
 def _who() -> dict[str, Any]:
+    """The account from the process's uid (not from $USER, which anyone can set), and the
+    login name the environment gives when it differs (``sudo``)."""
     try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (containers with an arbitrary uid)
+        user: str | None = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # no passwd entry (containers with an arbitrary uid)
         user = None
-    return {"user": user, "uid": os.getuid(), "host": socket.getfqdn() or socket.gethostname()}
+    who: dict[str, Any] = {"user": user, "uid": os.getuid(), "host": socket.getfqdn() or socket.gethostname()}
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):
+        login = None
+    if login and login != user:
+        who["login_name"] = login
+    sudo = os.environ.get("SUDO_USER")
+    if sudo:
+        who["sudo_user"] = sudo
+    return who
 
 
 def _summarise(custody: dict[str, Any]) -> None:

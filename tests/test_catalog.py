@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -200,7 +201,10 @@ async def test_export_refuses_a_damaged_file_says_so_in_custody_and_sha256sum_ch
     assert f"refused {damaged_sid}/{damaged['path']}" in capsys.readouterr().out
     custody = json.loads((out / "custody.json").read_text())
     assert custody["result"] == "incomplete" and custody["summary"]["files_refused"] == 1
-    assert custody["exported_by"]["user"] and custody["exported_by"]["host"]
+    import pwd
+
+    assert custody["exported_by"]["user"] == pwd.getpwuid(os.getuid()).pw_name and custody["exported_by"]["host"]
+    assert custody["exported_by"]["uid"] == os.getuid()
     [bad] = [f for s in custody["sessions"] for f in s["files"] if f["result"] == "refused"]
     assert bad["path"] == f"{damaged_sid}/{damaged['path']}" and bad["sha256"] == damaged["sha256"]
     assert bad["sha256_read"] != damaged["sha256"] and "damaged" in bad["detail"]
