@@ -16,6 +16,8 @@ import pytest
 from archiver.config import Config, load_config
 from archiver.simulator import Faults, SimConfig, Simulator
 
+from .benchmarks.harness import write_toml
+
 SECRET = "sim-client-secret-for-tests"
 
 
@@ -86,12 +88,7 @@ def make_config(tmp_path: Path, sim: Simulator, **settings: Any) -> Config:
     for name, value in settings.items():
         section, key = name.split("__", 1)
         values.setdefault(section, {})[key] = value
-    lines = []
-    for section, table in values.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {json.dumps(value)}" for key, value in table.items())
-    path = tmp_path / "archiver.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path = write_toml(tmp_path / "archiver.toml", values)
     return load_config(path, env={"ARCHIVER_KORE_CLIENT_SECRET": SECRET})
 
 

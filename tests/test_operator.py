@@ -24,6 +24,8 @@ from archiver.simulator import MediaSpec, SessionSpec
 from archiver.store import JobStore
 from archiver.window import Window
 
+from .benchmarks.harness import write_toml
+
 from .conftest import SECRET, make_config
 
 SESSION = "6914a3c0aa01bb02cc030001"
@@ -48,12 +50,7 @@ def write_config(tmp_path: Path, **sections: dict[str, object]) -> Path:
     }
     for name, values in sections.items():
         tables.setdefault(name, {}).update(values)
-    path = tmp_path / "archiver.toml"
-    path.write_text("".join(
-        f"[{name}]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in table.items())
-        for name, table in tables.items()
-    ))
-    return path
+    return write_toml(tmp_path / "archiver.toml", tables)
 
 
 def one_line(stderr: str) -> str:

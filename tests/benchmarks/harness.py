@@ -196,11 +196,15 @@ def write_config(directory: Path, api_url: str, *, bot_id: str = BOT_ID, client_
     }
     for name, table in sections.items():
         values.setdefault(name, {}).update(table)
+    return write_toml(directory / "archiver.toml", values)
+
+
+def write_toml(path: Path, tables: dict[str, dict[str, Any]]) -> Path:
+    """The tests' one TOML writer: ``{section: {key: value}}`` (JSON values are valid TOML ones)."""
     lines = []
-    for name, table in values.items():
+    for name, table in tables.items():
         lines.append(f"[{name}]")
         lines.extend(f"{key} = {json.dumps(value)}" for key, value in table.items())
-    path = directory / "archiver.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
 
