@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
+import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -244,3 +245,23 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: s
 
 
 __all__ = ["Faults", "archiver_for", "make_config", "sha256_file", "temp_files", "assert_archived", "wait_for", "SECRET", "os"]
+
+
+def run_with_deadline(fn: Callable[[], Any], seconds: float = 10.0, what: str = "the call") -> Any:
+    """Run blocking ``fn`` in a thread; fail (instead of hanging the suite) if it is still
+    running after ``seconds``. Its exception, if any, is raised here."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # handed back to the test
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"{what} hung (still running after {seconds:g}s)"
+    if "error" in result:
+        raise result["error"]
+    return result["value"]

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -27,6 +26,8 @@ from archiver.config import DaemonConfig
 from archiver.idfile import MAX_LINE, InvalidItem, ParsedItem, UnparseableFile, parse_ids
 from archiver.inbox import REPORT_LIMIT, Inbox
 from archiver.store import JobStore
+
+from .conftest import run_with_deadline
 
 T0 = 1_700_000_000.0
 LATER = T0 + 3600
@@ -59,21 +60,7 @@ class Folder:
 
 def scan_with_deadline(folder: Folder, now: float = LATER, seconds: float = 30.0):
     """Scan in a thread and fail (rather than hang the suite) if it blocks."""
-    result: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            result["outcomes"] = folder.inbox.scan(now=now)
-        except BaseException as exc:  # handed back to the test
-            result["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), "the inbox scan hung"
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
-    return result["outcomes"]
+    return run_with_deadline(lambda: folder.inbox.scan(now=now), seconds, "the inbox scan")
 
 
 def reported_lines(note: Path) -> list[int]:

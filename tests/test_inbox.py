@@ -6,7 +6,6 @@ import io
 import json
 import os
 import sqlite3
-import threading
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,8 @@ from archiver.config import DaemonConfig
 from archiver.idfile import MAX_SHOWN, InvalidItem, ParsedItem, UnparseableFile, parse_ids
 from archiver.inbox import FileOutcome, Inbox
 from archiver.store import DONE, PENDING, JobStore
+
+from .conftest import run_with_deadline
 
 T0 = 1_700_000_000.0
 LATER = T0 + 3600  # a scan time by which every file in these tests has settled
@@ -411,25 +412,6 @@ def test_dangling_symlink_and_link_to_directory(inbox: Inbox, inbox_dir: Path, t
     assert sorted(p.name for p in quarantine.iterdir() if p.is_symlink()) == [f"{STAMP}-dangling", f"{STAMP}-dirlink"]
 
 
-def run_with_deadline(fn, seconds: float = 10.0):
-    """Run ``fn`` in a thread; fail (instead of hanging the suite) if it blocks."""
-    result: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed back to the test
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), "blocked: a FIFO was opened for reading"
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
-    return result["value"]
-
-
 def test_fifo_is_moved_aside_without_being_opened(inbox: Inbox, inbox_dir: Path) -> None:
     fifo = inbox_dir / "ids.txt"
     os.mkfifo(fifo)
@@ -444,7 +426,7 @@ def test_file_swapped_for_a_fifo_after_lstat_does_not_block(inbox: Inbox, inbox_
     fifo = inbox_dir / "swapped"
     os.mkfifo(fifo)
     with pytest.raises(Exception, match="FIFO"):
-        run_with_deadline(lambda: inbox._open(fifo))
+        run_with_deadline(lambda: inbox._open(fifo), what="opening a FIFO")
 
 
 def test_file_swapped_for_a_symlink_after_lstat_is_not_followed(inbox: Inbox, inbox_dir: Path, tmp_path: Path) -> None:
