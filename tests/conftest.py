@@ -42,20 +42,30 @@ def sim_config(**overrides: Any) -> SimConfig:
     return SimConfig(**values)
 
 
-@pytest.fixture
-async def simulator() -> AsyncIterator[Callable[..., Any]]:
-    """``await simulator(**SimConfig fields)`` starts one; all are closed after the test."""
+@asynccontextmanager
+async def simulators(configure: Callable[..., SimConfig] = sim_config) -> AsyncIterator[Callable[..., Any]]:
+    """The one simulator factory: ``await start(**SimConfig fields)`` starts one, configured
+    by ``configure``; all are closed on leaving."""
     started: list[Simulator] = []
 
     async def start(**overrides: Any) -> Simulator:
-        sim = Simulator(sim_config(**overrides))
+        sim = Simulator(configure(**overrides))
         await sim.start()
         started.append(sim)
         return sim
 
-    yield start
-    for sim in started:
-        await sim.close()
+    try:
+        yield start
+    finally:
+        for sim in started:
+            await sim.close()
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[Callable[..., Any]]:
+    """``await simulator(**SimConfig fields)`` starts one (test defaults); closed after the test."""
+    async with simulators() as start:
+        yield start
 
 
 @pytest.fixture

@@ -27,6 +27,8 @@ from archiver.simulator import Faults, MediaSpec, SessionSpec, SimConfig, Simula
 from archiver.simulator import content
 from archiver.simulator.spec import SimStats
 
+from .conftest import simulators
+
 BOT = "st-sim-bot"
 CLIENT = "cs-sim-client"
 SECRET = "sim-client-secret"
@@ -56,17 +58,9 @@ def encode(payload: dict, secret: str, algorithm: str = "HS256") -> str:
 
 @pytest.fixture
 async def sim_factory() -> AsyncIterator:
-    sims: list[Simulator] = []
-
-    async def make(**kwargs: object) -> Simulator:
-        sim = Simulator(SimConfig(**kwargs))
-        await sim.start()
-        sims.append(sim)
-        return sim
-
-    yield make
-    for sim in sims:
-        await sim.close()
+    """Simulators with the simulator's own defaults (its rate limit and sizes included)."""
+    async with simulators(SimConfig) as start:
+        yield start
 
 
 @pytest.fixture
