@@ -41,10 +41,11 @@ from urllib.parse import quote
 
 from . import ids
 from .errors import ConfigError, StateLocked, UnsafeInputError
+from .manifest import PARTS as MANIFEST_PARTS
 
 PENDING, RUNNING, DONE, DEFERRED, FAILED = "pending", "running", "done", "deferred", "failed"
 STATES = (PENDING, RUNNING, DONE, DEFERRED, FAILED)
-PARTS = frozenset({"recordings", "voicemail"})
+PARTS = frozenset(MANIFEST_PARTS)  # a session's parts, as its manifest names them
 ID_TYPES = frozenset({ids.SESSION, ids.USER})
 
 FILE_NAME = "jobs.sqlite3"

@@ -471,3 +471,16 @@ def test_force_asked_while_running_is_honoured_when_the_attempt_ends(store: JobS
     store.complete(again.id, now=T0 + 3)
     done = store.get_job(again.id)
     assert done is not None and (done.state, done.force) == (DONE, False)  # honoured once, not forever
+
+
+def test_the_store_knows_every_part_a_manifest_has(store: JobStore) -> None:
+    """The transcript is a part like the others: a job may want it, and rebuild may record it."""
+    from archiver.manifest import PARTS as MANIFEST_PARTS
+    from archiver.store import PARTS
+
+    store.enqueue(sessions(1), wants=frozenset({"transcript"}), now=T0)
+    job = claim_one(store, 1)
+    assert job.wants == {"transcript"}
+    store.mark_part_done(job.id, "transcript")
+    assert store.get_job(job.id).parts_done == {"transcript"}  # type: ignore[union-attr]
+    assert PARTS == set(MANIFEST_PARTS)
