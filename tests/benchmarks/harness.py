@@ -209,6 +209,17 @@ def write_toml(path: Path, tables: dict[str, dict[str, Any]]) -> Path:
     return path
 
 
+def bench_figures(script: str, *args: str, timeout: float = 300) -> dict[str, Any]:
+    """Run ``tests/benchmarks/<script>`` with ``args`` (the smoke tests); it must succeed; its last
+    output line, JSON, is returned."""
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / script), *args], check=False, capture_output=True, text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def archiver_once(config: Path, ids: Sequence[str] = (), *, ids_file: Path | None = None, log: Path) -> Measured:
     """``python -m archiver once --config FILE [--ids FILE] ID ...`` as a measured child."""
     argv = [sys.executable, "-m", "archiver", "once", "--config", str(config)]
