@@ -117,6 +117,30 @@ async def archiver_for(config: Config) -> AsyncIterator[Any]:
         yield SessionArchiver(config, client, MediaDownloader(config, media, metrics=metrics), metrics)
 
 
+def enqueue_sessions(config: Config, session_ids: Any, **options: Any) -> None:
+    """Queue ``session_ids`` as session jobs in the configured state directory."""
+    from archiver.store import JobStore
+
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        store.enqueue([("session", sid) for sid in session_ids], **options)
+
+
+@asynccontextmanager
+async def running(config: Config, **options: Any) -> AsyncIterator[Any]:
+    """The daemon (``Service(config, **options)``) started in this loop and ready; stopped and
+    awaited on leaving, whatever happened inside."""
+    from archiver.service import Service
+
+    service = Service(config, **options)
+    task = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(service.ready.wait(), 30)
+        yield service
+    finally:
+        service.stop()
+        await asyncio.wait_for(task, 30)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -254,7 +278,10 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: s
         await asyncio.sleep(0.02)
 
 
-__all__ = ["Faults", "archiver_for", "make_config", "sha256_file", "temp_files", "assert_archived", "wait_for", "SECRET", "os"]
+__all__ = [
+    "Faults", "archiver_for", "make_config", "sha256_file", "temp_files", "assert_archived", "wait_for", "SECRET", "os",
+    "run_with_deadline", "running", "enqueue_sessions",
+]
 
 
 def run_with_deadline(fn: Callable[[], Any], seconds: float = 10.0, what: str = "the call") -> Any:

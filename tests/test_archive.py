@@ -103,14 +103,21 @@ async def test_recordings_by_user_id(tmp_path, simulator):
     assert "voicemail" not in manifest["parts"]
 
 
-async def test_reset_mid_body_resumes_with_range_and_downloads_each_byte_once(tmp_path, simulator):
-    sim = await simulator(voicemail_rate=0.0, min_size=2_000_000, max_size=3_000_000)
+async def archive_through(tmp_path, simulator, fault: str, heal_after: int, min_size: int, max_size: int):
+    """Archive SID while ``fault`` hits every media body until request ``heal_after``; the
+    archive must be complete. Returns the simulator."""
+    sim = await simulator(voicemail_rate=0.0, min_size=min_size, max_size=max_size)
     config = make_config(tmp_path, sim)
-    sim.faults.media_reset = 1.0
+    setattr(sim.faults, fault, 1.0)
     async with archiver_for(config) as archiver:
-        on_media_request(archiver, 3, lambda: setattr(sim.faults, "media_reset", 0.0))
+        on_media_request(archiver, heal_after, lambda: setattr(sim.faults, fault, 0.0))
         await archiver.archive("session", SID)
     assert_archived(config, sim, SID)
+    return sim
+
+
+async def test_reset_mid_body_resumes_with_range_and_downloads_each_byte_once(tmp_path, simulator):
+    sim = await archive_through(tmp_path, simulator, "media_reset", 3, 2_000_000, 3_000_000)
     ranged = [r for r in media_requests(sim) if "Range" in r.headers]
     assert ranged, "expected at least one resumed request"
     path = sim.media_path(SID, "recording", 0)
@@ -123,13 +130,7 @@ async def test_reset_mid_body_resumes_with_range_and_downloads_each_byte_once(tm
 
 
 async def test_truncated_body_is_detected_and_completed(tmp_path, simulator):
-    sim = await simulator(voicemail_rate=0.0, min_size=1_000_000, max_size=2_000_000)
-    config = make_config(tmp_path, sim)
-    sim.faults.media_truncate = 1.0
-    async with archiver_for(config) as archiver:
-        on_media_request(archiver, 2, lambda: setattr(sim.faults, "media_truncate", 0.0))
-        await archiver.archive("session", SID)
-    assert_archived(config, sim, SID)
+    sim = await archive_through(tmp_path, simulator, "media_truncate", 2, 1_000_000, 2_000_000)
     assert sim.stats.faults_injected["media_truncate"] >= 1
 
 

@@ -96,23 +96,17 @@ async def test_retry_policy_retries_transient_only_and_honours_retry_after():
     assert await policy.call(flaky, on_retry=lambda exc, n, delay: waits.append(delay)) == "ok"
     assert waits[0] == pytest.approx(0.01) and waits[1] <= 0.002
 
-    async def permanent() -> None:
-        calls.append(1)
-        raise PermanentError("no")
+    # A permanent error is not retried; a transient one is, up to max_attempts.
+    for error, tries in ((PermanentError("no"), 1), (TransientError("again"), 3)):
 
-    calls.clear()
-    with pytest.raises(PermanentError):
-        await policy.call(permanent)
-    assert len(calls) == 1
+        async def failing(error: Exception = error) -> None:
+            calls.append(1)
+            raise error
 
-    async def always() -> None:
-        calls.append(1)
-        raise TransientError("again")
-
-    calls.clear()
-    with pytest.raises(TransientError):
-        await policy.call(always)
-    assert len(calls) == 3
+        calls.clear()
+        with pytest.raises(type(error)):
+            await policy.call(failing)
+        assert len(calls) == tries
 
 
 def test_notifier_sends_datagrams_and_reads_the_watchdog(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from archiver.cli import run_check
 from archiver.config import load_config
 
-from .conftest import SECRET, make_config
+from .conftest import SECRET, make_config, running
 
 
 async def test_check_passes_against_the_simulator(tmp_path, simulator):
@@ -109,20 +109,12 @@ async def test_check_says_when_http_listen_cannot_be_bound(tmp_path, simulator):
 
 
 async def test_check_beside_a_running_daemon_does_not_fail_on_its_port(tmp_path, simulator):
-    from archiver.service import Service
-
     sim = await simulator()
     config = make_config(tmp_path, sim, observability__http_listen="127.0.0.1:0")
-    service = Service(config)
-    task = asyncio.create_task(service.run())
-    try:
-        await asyncio.wait_for(service.ready.wait(), 30)
+    async with running(config) as service:
         busy = make_config(tmp_path, sim, observability__http_listen=f"127.0.0.1:{service.health_server.port}")
         out = io.StringIO()
         assert await run_check(busy, out) == 0, out.getvalue()
-    finally:
-        service.stop()
-        await task
     assert f"the archiver running now (pid {os.getpid()}) serves it" in out.getvalue()
 
 

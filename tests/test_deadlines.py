@@ -18,7 +18,7 @@ from archiver.outlook import outlook
 from archiver.service import Service
 from archiver.store import JobStore
 
-from .conftest import SECRET, make_config
+from .conftest import SECRET, make_config, running
 
 DAY = 86400.0
 
@@ -155,20 +155,12 @@ async def test_without_call_details_the_manifest_still_says_it_came_after_the_de
 
 
 async def test_the_daemon_reports_sessions_at_risk_from_its_start(simulator, tmp_path: Path) -> None:
-    import asyncio
-
     sim = await simulator()
     config = make_config(tmp_path, sim, kore__vendor_retention="90d", kore__requests_per_minute=60)
     now = time.time()
     with JobStore.open_in(config.daemon.state_dir) as store:
         store.enqueue([(ids.SESSION, oid(now - 90 * DAY + 101, n)) for n in range(100)], now=now)
-    service = Service(config, serve_http=False)
-    task = asyncio.create_task(service.run())
-    try:
-        await asyncio.wait_for(service.ready.wait(), 30)
+    async with running(config, serve_http=False) as service:
         at_risk = service.metrics.sessions_at_risk._value.get()
-    finally:
-        service.stop()
-        await task
     assert 45 <= at_risk <= 51
     assert b"archiver_sessions_at_risk" in service.metrics.render()

@@ -205,12 +205,17 @@ async def test_disabled_does_nothing(archived):
     assert not audit_log_path(config).exists()
 
 
-async def test_a_5xx_answer_leaves_the_session_possibly_deleted(archived):
-    """A 5xx to DELETE says nothing about whether it happened: possibly deleted, for good."""
+async def delete_answered(archived, status: int):
+    """Deletion enabled, the vendor answering DELETE with ``status``: (sim, config, directory, outcome)."""
     sim, configure, directory = archived
     config = configure(delete__enabled=True)
-    sim.faults.delete_status = 500
-    outcome = await delete(config, directory)
+    sim.faults.delete_status = status
+    return sim, config, directory, await delete(config, directory)
+
+
+async def test_a_5xx_answer_leaves_the_session_possibly_deleted(archived):
+    """A 5xx to DELETE says nothing about whether it happened: possibly deleted, for good."""
+    sim, config, directory, outcome = await delete_answered(archived, 500)
     assert outcome.status == POSSIBLY_DELETED and "HTTP 500" in outcome.reason and outcome.recorded
     assert len(deletes(sim)) == 1  # sent once, never retried
     intent, line = audit_lines(config)
@@ -227,10 +232,7 @@ async def test_a_5xx_answer_leaves_the_session_possibly_deleted(archived):
 
 async def test_a_refused_call_is_recorded_and_may_be_tried_again(archived):
     """A 4xx answer is the vendor refusing: nothing was deleted, a later run may try again."""
-    sim, configure, directory = archived
-    config = configure(delete__enabled=True)
-    sim.faults.delete_status = 412
-    outcome = await delete(config, directory)
+    sim, config, directory, outcome = await delete_answered(archived, 412)
     assert outcome.status == ERROR and "HTTP 412" in outcome.reason and outcome.recorded
     assert sim.stats.deleted == set()
     assert [l["state"] for l in audit_lines(config)] == ["pending", "error"]

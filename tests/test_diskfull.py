@@ -28,8 +28,7 @@ from archiver.service import Service
 from archiver.simulator import MediaSpec, SessionSpec
 from archiver.store import JobStore
 
-from .conftest import make_config, sha256_file, temp_files, wait_for
-from .conftest import archiver_for
+from .conftest import archiver_for, enqueue_sessions, make_config, running, sha256_file, temp_files, wait_for
 from .reliability import Captured, assert_exactly_once
 
 IDS = [f"67ab573f3685d1ba9954d{n:03x}" for n in range(6)]
@@ -132,13 +131,9 @@ async def test_short_disk_pauses_and_resumes_by_itself(small_disk, tmp_path, sim
     one_recording_each(sim, pause.sizes)
     config = make_config(tmp_path, sim, **pause.settings)
     filler = fill(small_disk, leave=pause.leave)
-    with JobStore.open_in(config.daemon.state_dir) as store:
-        store.enqueue([("session", sid) for sid in IDS])
-    service = Service(config)
+    enqueue_sessions(config, IDS)
     with Captured() as logs:
-        task = asyncio.create_task(service.run())
-        try:
-            await service.ready.wait()
+        async with running(config) as service:
             if pause.asks_the_api:
                 await wait_for(lambda: len(sim.requests) >= 4 * len(IDS), timeout=30, what="attempts on a full disk")
                 assert all(waiting(state, attempts) for state, attempts in job_states(config))
@@ -163,9 +158,6 @@ async def test_short_disk_pauses_and_resumes_by_itself(small_disk, tmp_path, sim
             await wait_for(lambda: service.store.counts().get("done", 0) == len(IDS), timeout=30,
                            what="archiving to resume once space returned")
             assert not service.pool.disk_paused()
-        finally:
-            service.stop()
-            await asyncio.wait_for(task, 30)
     assert_exactly_once(config, sim, IDS)
     assert [state for state, _ in job_states(config)] == ["done"] * len(IDS)
     assert len([r for r in logs.records if r.levelno >= logging.ERROR]) == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -20,7 +19,7 @@ from archiver import __version__
 from archiver.service import Service
 from archiver.store import JobStore
 
-from .conftest import make_config, wait_for
+from .conftest import make_config, running, wait_for
 
 MONITORING = Path(__file__).resolve().parent.parent / "deploy" / "monitoring"
 SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"), "gauge": ("",)}
@@ -76,10 +75,7 @@ async def test_operator_metrics_are_exported_with_values(tmp_path, simulator):
     (inbox / "good.txt").write_text("6914a3c0aa01bb02cc030002\n")
     (inbox / "junk.json").write_bytes(b"\x00\x01 not json")
     os.symlink("/etc/passwd", inbox / "link.txt")
-    service = Service(config)
-    task = asyncio.create_task(service.run())
-    try:
-        await asyncio.wait_for(service.ready.wait(), 30)
+    async with running(config) as service:
         values = samples(await scrape(service))
         assert values[("archiver_build_info", (("version", __version__),))] == 1
         assert 7100 < values[("archiver_oldest_pending_age_seconds", ())] < 7400
@@ -89,35 +85,20 @@ async def test_operator_metrics_are_exported_with_values(tmp_path, simulator):
         # The series alerts rely on exist from the first scrape, at 0.
         for reason in ("disk", "outage", "rate_limit"):
             assert values[("archiver_downloads_paused", (("reason", reason),))] == 0
-    finally:
-        service.stop()
-        await task
 
 
 async def test_oldest_pending_age_is_zero_when_the_queue_is_empty(tmp_path, simulator):
     sim = await simulator()
     config = make_config(tmp_path, sim, observability__http_listen="127.0.0.1:0")
-    service = Service(config)
-    task = asyncio.create_task(service.run())
-    try:
-        await asyncio.wait_for(service.ready.wait(), 30)
+    async with running(config) as service:
         assert samples(await scrape(service))[("archiver_oldest_pending_age_seconds", ())] == 0
-    finally:
-        service.stop()
-        await task
 
 
 async def test_dashboard_and_alerts_query_only_exported_metrics(tmp_path, simulator):
     sim = await simulator()
     config = make_config(tmp_path, sim, observability__http_listen="127.0.0.1:0")
-    service = Service(config)
-    task = asyncio.create_task(service.run())
-    try:
-        await asyncio.wait_for(service.ready.wait(), 30)
+    async with running(config) as service:
         exported = exported_names(await scrape(service))
-    finally:
-        service.stop()
-        await task
     dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
     expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
     rules = yaml.safe_load((MONITORING / "alerts.yml").read_text())

@@ -20,7 +20,7 @@ from archiver.metrics import Metrics
 from archiver.service import Service
 from archiver.store import JobStore
 
-from .conftest import assert_archived, make_config, wait_for
+from .conftest import assert_archived, enqueue_sessions, make_config, wait_for
 
 BOT = "st-stuck-bot"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -120,8 +120,7 @@ async def test_an_outage_longer_than_every_retry_pauses_the_queue_and_it_resumes
         observability__http_listen="127.0.0.1:0",
     )
     ids = session_ids(16, 7)
-    with JobStore.open_in(config.daemon.state_dir) as store:
-        store.enqueue([("session", sid) for sid in ids])
+    enqueue_sessions(config, ids)
     await sim.stop_host(host)
     service = Service(config)
     running = asyncio.create_task(service.run())
@@ -329,8 +328,7 @@ async def test_archiver_once_waits_out_a_short_outage_and_archives_everything(tm
     sim = await simulator(seed=6, voicemail_rate=0.0)
     config = outage_config(tmp_path, sim, daemon__session_timeout="60s")
     ids = session_ids(8, 10)
-    with JobStore.open_in(config.daemon.state_dir) as store:
-        store.enqueue([("session", sid) for sid in ids])
+    enqueue_sessions(config, ids)
     await sim.stop_host("media")
     service = Service(config, burst=True)
     running = asyncio.create_task(service.run())
@@ -346,8 +344,7 @@ async def test_archiver_once_gives_up_on_a_long_outage_keeping_every_job(tmp_pat
     sim = await simulator(seed=6, voicemail_rate=0.0)
     config = outage_config(tmp_path, sim, daemon__session_timeout="1s")
     ids = session_ids(8, 11)
-    with JobStore.open_in(config.daemon.state_dir) as store:
-        store.enqueue([("session", sid) for sid in ids])
+    enqueue_sessions(config, ids)
     await sim.stop_host("api")
     stats = await asyncio.wait_for(Service(config, burst=True).run(), 30)
     assert stats.failed == 0 and stats.done == 0

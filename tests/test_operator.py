@@ -25,8 +25,7 @@ from archiver.store import JobStore
 from archiver.window import Window
 
 from .benchmarks.harness import write_toml
-
-from .conftest import SECRET, make_config
+from .conftest import SECRET, make_config, running
 
 SESSION = "6914a3c0aa01bb02cc030001"
 
@@ -172,18 +171,10 @@ def test_a_secret_file_that_is_not_utf8_is_refused_without_showing_it(tmp_path: 
 
 
 async def test_a_second_archiver_exits_75(tmp_path, simulator):
-    from archiver.service import Service
-
     sim = await simulator()
     config = make_config(tmp_path, sim)
-    service = Service(config)
-    task = asyncio.create_task(service.run())
-    try:
-        await asyncio.wait_for(service.ready.wait(), 30)
+    async with running(config) as service:
         result = await asyncio.to_thread(run, "once", "--config", str(tmp_path / "archiver.toml"))
-    finally:
-        service.stop()
-        await task
     assert result.returncode == 75
     line = one_line(result.stderr)
     assert "already running" in line and f"pid {os.getpid()}" in line

@@ -18,7 +18,7 @@ from archiver.service import Service
 from archiver.simulator import MediaSpec, SessionSpec
 from archiver.store import JobStore
 
-from .conftest import SECRET, assert_archived, make_config, temp_files, wait_for
+from .conftest import SECRET, assert_archived, enqueue_sessions, make_config, temp_files, wait_for
 
 IDS = [f"6914a3c0aa01bb02cc03{n:04x}" for n in range(12)]
 
@@ -190,15 +190,23 @@ async def test_sigkill_mid_download_then_restart_finishes_every_session_once(tmp
     assert len(manifests) == len(ids)
 
 
-async def test_sigterm_drains_in_flight_sessions_within_the_grace_period(tmp_path, simulator):
-    sim = await simulator(voicemail_rate=0.0, min_size=400_000, max_size=500_000)
+async def slow_downloads_under_way(tmp_path, simulator, ids, *, size: tuple[int, int], delay: float, grace: str,
+                                   served: int):
+    """``archiver run`` in a child, two workers on slow bodies, once ``served`` bytes have gone out.
+    Returns (sim, config, proc)."""
+    sim = await simulator(voicemail_rate=0.0, min_size=size[0], max_size=size[1])
     sim.faults.slow_body = 1.0
-    sim.faults.slow_body_delay = 0.002
-    config = make_config(tmp_path, sim, daemon__concurrency=2, daemon__grace_period="20s")
-    with JobStore.open_in(config.daemon.state_dir) as store:
-        store.enqueue([("session", s) for s in IDS])
+    sim.faults.slow_body_delay = delay
+    config = make_config(tmp_path, sim, daemon__concurrency=2, daemon__grace_period=grace)
+    enqueue_sessions(config, ids)
     proc = await spawn(tmp_path / "archiver.toml", "run")
-    await wait_for(lambda: bytes_served(sim) > 50_000, timeout=20, what="downloads under way")
+    await wait_for(lambda: bytes_served(sim) > served, timeout=20, what="downloads under way")
+    return sim, config, proc
+
+
+async def test_sigterm_drains_in_flight_sessions_within_the_grace_period(tmp_path, simulator):
+    sim, config, proc = await slow_downloads_under_way(
+        tmp_path, simulator, IDS, size=(400_000, 500_000), delay=0.002, grace="20s", served=50_000)
     proc.send_signal(signal.SIGTERM)
     await asyncio.wait_for(proc.wait(), 25)
     assert proc.returncode == 0
@@ -212,14 +220,8 @@ async def test_sigterm_drains_in_flight_sessions_within_the_grace_period(tmp_pat
 
 
 async def test_sigterm_after_the_grace_period_cancels_and_requeues(tmp_path, simulator):
-    sim = await simulator(voicemail_rate=0.0, min_size=2_000_000, max_size=2_000_000)
-    sim.faults.slow_body = 1.0
-    sim.faults.slow_body_delay = 0.05
-    config = make_config(tmp_path, sim, daemon__concurrency=2, daemon__grace_period="300ms")
-    with JobStore.open_in(config.daemon.state_dir) as store:
-        store.enqueue([("session", s) for s in IDS[:2]])
-    proc = await spawn(tmp_path / "archiver.toml", "run")
-    await wait_for(lambda: bytes_served(sim) > 20_000, timeout=20, what="downloads under way")
+    sim, config, proc = await slow_downloads_under_way(
+        tmp_path, simulator, IDS[:2], size=(2_000_000, 2_000_000), delay=0.05, grace="300ms", served=20_000)
     proc.send_signal(signal.SIGTERM)
     await asyncio.wait_for(proc.wait(), 15)
     assert proc.returncode == 0
