@@ -17,6 +17,7 @@ import logging
 import os
 import subprocess
 from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -35,14 +36,14 @@ IDS = [f"67ab573f3685d1ba9954d{n:03x}" for n in range(6)]
 FILE_SIZES = (400_000, 450_000, 500_000, 550_000, 600_000, 650_000)
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs at ``tmp_path/archive``, unmounted afterwards."""
+@contextmanager
+def tmpfs(mount_point: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted with ``options`` at ``mount_point`` (made here), unmounted afterwards.
+    Skips the test where it cannot be mounted (it needs root)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs for the archive needs root")
-    mount_point = tmp_path / "archive"
     mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
@@ -50,6 +51,13 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs at ``tmp_path/archive``, unmounted afterwards."""
+    with tmpfs(tmp_path / "archive", "size=4m") as disk:
+        yield disk
 
 
 def fill(disk: Path, leave: int) -> Path:
@@ -260,16 +268,8 @@ async def test_no_inodes_left_for_a_session_directory_is_a_full_disk(tmp_path, s
     """ENOSPC from creating a session's directories (no inodes left, or on ext4 no blocks for
     a new directory) was an "internal error": a logged traceback per session and an attempt
     spent each time, until the jobs failed. It is a full disk like any other."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs for the archive needs root")
     monkeypatch.setattr(worker, "DISK_RECHECK", 0.05)
-    disk = tmp_path / "archive"
-    disk.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=64", "tmpfs", str(disk)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "archive", "size=4m,nr_inodes=64") as disk:
         sim = await simulator(voicemail_rate=0.0, min_size=2_000, max_size=3_000)
         config = make_config(tmp_path, sim, daemon__max_attempts=2)
         fillers = []
@@ -298,5 +298,3 @@ async def test_no_inodes_left_for_a_session_directory_is_a_full_disk(tmp_path, s
         assert logs.internal_errors() == []
         assert len(disk_messages(logs)) == 1
         assert_exactly_once(config, sim, IDS[:2])
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -74,6 +74,16 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+async def answer(resp: aiohttp.ClientResponse) -> tuple[int, CIMultiDict[str], object]:
+    """(status, headers, parsed JSON body or the text when it is not JSON)."""
+    text = await resp.text()
+    try:
+        body: object = json.loads(text)
+    except ValueError:
+        body = text
+    return resp.status, resp.headers.copy(), body
+
+
 async def api(
     http: aiohttp.ClientSession,
     sim: Simulator,
@@ -91,12 +101,7 @@ async def api(
     headers = {} if auth is None else {"auth": token() if auth == "fresh" else auth}
     url = f"{sim.api_url}{prefix}/bot/{bot}/{endpoint}"
     async with http.request(method, url, params=params, headers=headers) as resp:
-        text = await resp.text()
-        try:
-            body: object = json.loads(text)
-        except ValueError:
-            body = text
-        return resp.status, resp.headers.copy(), body
+        return await answer(resp)
 
 
 async def fetch(http: aiohttp.ClientSession, url: str, **headers: str) -> tuple[int, CIMultiDict[str], bytes]:
@@ -610,12 +615,7 @@ async def post(
     headers = {} if auth is None else {"auth": token() if auth == "fresh" else auth}
     url = f"{sim.api_url}{prefix}/bot/{BOT}/{endpoint}"
     async with http.request(method, url, params=params, headers=headers, json=body) as resp:
-        text = await resp.text()
-        try:
-            parsed: object = json.loads(text)
-        except ValueError:
-            parsed = text
-        return resp.status, resp.headers.copy(), parsed
+        return await answer(resp)
 
 
 async def all_sessions(http, sim, body: dict, limit: int, **query: str) -> list[dict]:
