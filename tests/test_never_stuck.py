@@ -324,12 +324,18 @@ def outage_config(tmp_path, sim, **extra):
     return make_config(tmp_path, sim, **{**settings, **extra})
 
 
-async def test_archiver_once_waits_out_a_short_outage_and_archives_everything(tmp_path, simulator):
+async def queued_during_outage(tmp_path, simulator, host: str, *, ids_seed: int, session_timeout: str):
+    """Eight sessions queued and the simulator's ``host`` ("api" or "media") down: (sim, config, ids)."""
     sim = await simulator(seed=6, voicemail_rate=0.0)
-    config = outage_config(tmp_path, sim, daemon__session_timeout="60s")
-    ids = session_ids(8, 10)
+    config = outage_config(tmp_path, sim, daemon__session_timeout=session_timeout)
+    ids = session_ids(8, ids_seed)
     enqueue_sessions(config, ids)
-    await sim.stop_host("media")
+    await sim.stop_host(host)
+    return sim, config, ids
+
+
+async def test_archiver_once_waits_out_a_short_outage_and_archives_everything(tmp_path, simulator):
+    sim, config, ids = await queued_during_outage(tmp_path, simulator, "media", ids_seed=10, session_timeout="60s")
     service = Service(config, burst=True)
     running = asyncio.create_task(service.run())
     await wait_for(lambda: service.breakers is not None and not service.breakers.media.up, what="the outage")
@@ -341,11 +347,7 @@ async def test_archiver_once_waits_out_a_short_outage_and_archives_everything(tm
 
 
 async def test_archiver_once_gives_up_on_a_long_outage_keeping_every_job(tmp_path, simulator):
-    sim = await simulator(seed=6, voicemail_rate=0.0)
-    config = outage_config(tmp_path, sim, daemon__session_timeout="1s")
-    ids = session_ids(8, 11)
-    enqueue_sessions(config, ids)
-    await sim.stop_host("api")
+    sim, config, ids = await queued_during_outage(tmp_path, simulator, "api", ids_seed=11, session_timeout="1s")
     stats = await asyncio.wait_for(Service(config, burst=True).run(), 30)
     assert stats.failed == 0 and stats.done == 0
     with JobStore.open_in(config.daemon.state_dir) as store:
