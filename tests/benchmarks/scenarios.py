@@ -132,6 +132,20 @@ def _manifest_files(archive: Path) -> list[dict[str, Any]]:
     return files
 
 
+def _archive_one(work: Path, api_url: str, sid: str, kore: dict[str, Any], audio: tuple[int, str], log: Path) -> Measured:
+    """``archiver once`` for one session in a fresh directory, which must then hold exactly one
+    audio file of ``audio`` (size, sha256); the directory is removed afterwards."""
+    run_dir = fresh_dir(work, "archiver")
+    config = write_config(run_dir, api_url, kore=kore)
+    measured = archiver_once(config, [sid], log=log)
+    _check(measured, "archiver once", log)
+    files = [f for f in _manifest_files(run_dir / "archive") if f["kind"] == "audio"]
+    if [(f["size"], f["sha256"]) for f in files] != [audio]:
+        raise RuntimeError(f"archiver wrote {files}, expected one file of sha256 {audio[1]}")
+    _remove(run_dir)
+    return measured
+
+
 def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
@@ -178,15 +192,8 @@ def media_streaming(scale: Scale, work: Path) -> Result:
         url = f"{server.ready['url']}/media/{sid}.wav"
 
         def archiver() -> None:
-            run_dir = fresh_dir(work, "archiver")
-            config = write_config(run_dir, server.ready["url"], kore={"fetch_voicemail": False})
-            measured = archiver_once(config, [sid], log=log)
-            _check(measured, "archiver once", log)
-            files = [f for f in _manifest_files(run_dir / "archive") if f["kind"] == "audio"]
-            if [(f["size"], f["sha256"]) for f in files] != [(scale.media_size, expected)]:
-                raise RuntimeError(f"archiver wrote {files}, expected one file of sha256 {expected}")
-            runs["archiver"].append(measured)
-            _remove(run_dir)
+            kore = {"fetch_voicemail": False}
+            runs["archiver"].append(_archive_one(work, server.ready["url"], sid, kore, (scale.media_size, expected), log))
 
         def curl(fsync: bool = False) -> None:
             target = work / "curl.out"
@@ -257,15 +264,8 @@ def inline_recording(scale: Scale, work: Path) -> Result:
         url = f"{server.ready['url']}/api/public/bot/{BOT_ID}/recordings?sessionId={sid}"
 
         def archiver() -> None:
-            run_dir = fresh_dir(work, "archiver")
-            config = write_config(run_dir, server.ready["url"], kore={"fetch_voicemail": False, "recordings_api": "v1"})
-            measured = archiver_once(config, [sid], log=log)
-            _check(measured, "archiver once", log)
-            files = [f for f in _manifest_files(run_dir / "archive") if f["kind"] == "audio"]
-            if [(f["size"], f["sha256"]) for f in files] != [(scale.inline_size, expected)]:
-                raise RuntimeError(f"archiver wrote {files}, expected one file of sha256 {expected}")
-            runs["archiver"].append(measured)
-            _remove(run_dir)
+            kore = {"fetch_voicemail": False, "recordings_api": "v1"}
+            runs["archiver"].append(_archive_one(work, server.ready["url"], sid, kore, (scale.inline_size, expected), log))
 
         def pipeline() -> None:
             target = work / "pipeline.out"
