@@ -60,17 +60,14 @@ class SessionResult:
     parts: dict[str, str] = field(default_factory=dict)
 
 
-def wanted_parts(config: Config, id_type: str, wants: frozenset[str] = frozenset()) -> tuple[str, ...]:
-    """The parts to fetch: the job's own list, else the configuration's (voicemail needs a session id)."""
-    if wants:
-        chosen = [p for p in PARTS if p in wants]
-    else:
-        switches = (
-            (RECORDINGS, config.kore.fetch_recordings),
-            (VOICEMAIL, config.kore.fetch_voicemail),
-            (TRANSCRIPT, config.kore.fetch_transcripts),
-        )
-        chosen = [p for p, on in switches if on]
+def wanted_parts(config: Config, id_type: str) -> tuple[str, ...]:
+    """The parts to fetch, as the configuration turns them on (voicemail needs a session id)."""
+    switches = (
+        (RECORDINGS, config.kore.fetch_recordings),
+        (VOICEMAIL, config.kore.fetch_voicemail),
+        (TRANSCRIPT, config.kore.fetch_transcripts),
+    )
+    chosen = [p for p, on in switches if on]
     if config.kore.account_id:
         chosen.insert(0, CALL)
     return tuple(p for p in chosen if p == RECORDINGS or id_type == SESSION)  # by-user lookups: recordings only
@@ -111,7 +108,7 @@ class SessionArchiver:
         return session_dir(self.config.archive.root, self.config.kore.bot_id, id_type, ext_id)
 
     async def archive(
-        self, id_type: str, ext_id: str, *, wants: frozenset[str] = frozenset(), force: bool = False
+        self, id_type: str, ext_id: str, *, force: bool = False
     ) -> SessionResult:
         """Archive one session. Raises NotReadyError, TransientError or PermanentError otherwise."""
         directory = self.directory(id_type, ext_id)
@@ -127,7 +124,7 @@ class SessionArchiver:
         parts: dict[str, dict[str, Any]] = {}
         recorded: set[str] = set()  # parts whose part file is on disk
         pending_not_ready: NotReadyError | None = None
-        wanted = wanted_parts(self.config, id_type, wants)
+        wanted = wanted_parts(self.config, id_type)
         for part in wanted:
             done = await asyncio.to_thread(mf.read_part, directory, part) if existed else None
             if done is not None:

@@ -130,12 +130,11 @@ class _MoveAside(Exception):
 class Inbox:
     """Takes complete files from the inbox folder into the job store."""
 
-    def __init__(self, daemon: DaemonConfig, store: JobStore, *, wants: frozenset[str] = frozenset()) -> None:
+    def __init__(self, daemon: DaemonConfig, store: JobStore) -> None:
         """``daemon``: the ``[daemon]`` settings (inbox_dir, inbox_settle_time, inbox_max_file_size)."""
         self.daemon = daemon
         self.dir = Path(daemon.inbox_dir)
         self._store = store
-        self._wants = wants
         # Files with a modification time in the future: (device, inode, size, mtime) -> when
         # first seen. Read once unchanged for the settle time; warned about once.
         self._future: dict[tuple[int, int, int, int], float] = {}
@@ -298,7 +297,7 @@ class Inbox:
             # last batch is committed. If the process dies in between, the file is still here
             # and is read again on the next scan: enqueue is idempotent, so nothing is queued
             # twice and nothing is lost.
-            result = self._store.enqueue(valid(), wants=self._wants, batch=ENQUEUE_BATCH)
+            result = self._store.enqueue(valid(), batch=ENQUEUE_BATCH)
         except UnparseableFile as exc:
             if _changed_since(stream, opened):
                 return _skipped(name, "changed while being read (a writer is still at it)")

@@ -58,7 +58,7 @@ class S3SessionArchiver:
         return Path(directory).relative_to(self.spool).as_posix()
 
     async def archive(
-        self, id_type: str, ext_id: str, *, wants: frozenset[str] = frozenset(), force: bool = False
+        self, id_type: str, ext_id: str, *, force: bool = False
     ) -> SessionResult:
         """Archive one session to the bucket (see the module doc); raises like SessionArchiver."""
         directory = self.inner.directory(id_type, ext_id)
@@ -67,7 +67,7 @@ class S3SessionArchiver:
             published = await self.bucket.read_json(self.bucket.key(f"{rel}/{MANIFEST}"))
             if published is not None:
                 return _result_from_manifest(directory, published)
-        result = await self.inner.archive(id_type, ext_id, wants=wants, force=force)
+        result = await self.inner.archive(id_type, ext_id, force=force)
         if result.outcome != "done":
             return result  # failed parts stay in the spool; a later attempt completes them
         await self.publish(directory)

@@ -166,7 +166,7 @@ def rebuild(config: Config, reader: ArchiveReader | None = None) -> RebuildResul
             failed = _failed_parts(stored.manifest)
             result.failed_sessions += bool(failed)
             why = f"the manifest records {', '.join(failed)} as failed (from state rebuild)" if failed else None
-            pending.append((stored.id_type, stored.session_id, _archived_parts(stored.manifest), why))
+            pending.append((stored.id_type, stored.session_id, why))
             if len(pending) >= _JOB_BATCH:
                 result.jobs_added += store.record_archived(pending)
                 pending.clear()
@@ -219,11 +219,6 @@ def _open_or_set_aside(path: Path, opener: Callable[[], Any], result: RebuildRes
 def _failed_parts(manifest: dict[str, Any]) -> list[str]:
     parts = manifest.get("parts") or {}
     return sorted(k for k, v in parts.items() if isinstance(v, dict) and v.get("status") == "failed")
-
-
-def _archived_parts(manifest: dict[str, Any]) -> list[str]:
-    parts = manifest.get("parts") or {}
-    return sorted(k for k, v in parts.items() if isinstance(v, dict) and v.get("status") != "failed")
 
 
 def deletions_in_audit_log(config: Config) -> dict[str, dict[str, Any]]:

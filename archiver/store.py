@@ -41,15 +41,13 @@ from urllib.parse import quote
 
 from . import ids
 from .errors import ConfigError, StateLocked, UnsafeInputError
-from .manifest import PARTS as MANIFEST_PARTS
 
 PENDING, RUNNING, DONE, DEFERRED, FAILED = "pending", "running", "done", "deferred", "failed"
 STATES = (PENDING, RUNNING, DONE, DEFERRED, FAILED)
-PARTS = frozenset(MANIFEST_PARTS)  # a session's parts, as its manifest names them
 ID_TYPES = frozenset({ids.SESSION, ids.USER})
 
 FILE_NAME = "jobs.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 CACHE_KIB = 32 * 1024
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
@@ -66,8 +64,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     id                INTEGER PRIMARY KEY,
     id_type           TEXT    NOT NULL,
     ext_id            TEXT    NOT NULL,
-    wants             TEXT    NOT NULL DEFAULT '',   -- comma-separated parts, '' = config defaults
-    parts_done        TEXT    NOT NULL DEFAULT '',   -- comma-separated parts already archived
     state             TEXT    NOT NULL,
     attempts          INTEGER NOT NULL DEFAULT 0,
     not_before        REAL    NOT NULL,
@@ -117,7 +113,7 @@ CREATE INDEX IF NOT EXISTS budget_at ON budget (name, at);
 """
 
 _COLUMNS = (
-    "id, id_type, ext_id, wants, parts_done, state, attempts, not_before, last_error,"
+    "id, id_type, ext_id, state, attempts, not_before, last_error,"
     " created_at, updated_at, first_deferred_at, force, session_at"
 )
 _DUE = f"state IN ('{PENDING}', '{DEFERRED}')"
@@ -126,7 +122,7 @@ _DUE = f"state IN ('{PENDING}', '{DEFERRED}')"
 # over as a forced one: the request is kept, not answered "already known" and dropped.
 FORCE_AFTER_RUN = 2
 _HONOUR_FORCE_AFTER_RUN = (
-    f"UPDATE jobs SET state = '{PENDING}', force = 1, parts_done = '', attempts = 0, not_before = :now,"
+    f"UPDATE jobs SET state = '{PENDING}', force = 1, attempts = 0, not_before = :now,"
     f" first_deferred_at = NULL, updated_at = :now WHERE id = :job_id AND force = {FORCE_AFTER_RUN}"
 )
 
@@ -157,8 +153,6 @@ class Job:
     id: int
     id_type: str
     ext_id: str
-    wants: frozenset[str]
-    parts_done: frozenset[str]
     state: str
     attempts: int
     not_before: float
@@ -210,34 +204,20 @@ class StoreStatus:
         }
 
 
-def _encode_parts(parts: Iterable[str]) -> str:
-    parts = frozenset(parts)
-    unknown = parts - PARTS
-    if unknown:
-        raise ValueError(f"unknown parts {sorted(unknown)}; known: {sorted(PARTS)}")
-    return ",".join(sorted(parts))
-
-
-def _decode_parts(text: str) -> frozenset[str]:
-    return frozenset(text.split(",")) if text else frozenset()
-
-
 def _job(row: tuple[Any, ...]) -> Job:
     return Job(
         id=row[0],
         id_type=row[1],
         ext_id=row[2],
-        wants=_decode_parts(row[3]),
-        parts_done=_decode_parts(row[4]),
-        state=row[5],
-        attempts=row[6],
-        not_before=row[7],
-        last_error=row[8],
-        created_at=row[9],
-        updated_at=row[10],
-        first_deferred_at=row[11],
-        force=bool(row[12]),
-        session_at=row[13],
+        state=row[3],
+        attempts=row[4],
+        not_before=row[5],
+        last_error=row[6],
+        created_at=row[7],
+        updated_at=row[8],
+        first_deferred_at=row[9],
+        force=bool(row[10]),
+        session_at=row[11],
     )
 
 
@@ -265,6 +245,15 @@ def _migrate_from_1(conn: sqlite3.Connection) -> None:
     conn.executemany(
         "UPDATE jobs SET session_at = ? WHERE id = ?", ((session_time(t, e, c), i) for i, t, e, c in rows)
     )
+
+
+def _migrate_from_2(conn: sqlite3.Connection) -> None:
+    """Schema 2 -> 3: drop ``wants`` and ``parts_done``, which nothing filled or read (a
+    session's finished parts are kept beside it in its part files, see manifest.py)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    for column in ("wants", "parts_done"):
+        if column in columns:
+            conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
 
 
 def _now(now: float | None) -> float:
@@ -363,6 +352,8 @@ class JobStore:
                 )
             if version == 1:
                 _migrate_from_1(conn)
+            if 1 <= version <= 2:
+                _migrate_from_2(conn)
             # Statement by statement: executescript() would commit the transaction first.
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -427,7 +418,6 @@ class JobStore:
         self,
         items: Iterable[tuple[str, str]],
         *,
-        wants: frozenset[str] = frozenset(),
         force: bool = False,
         requeue_failed: bool = False,
         batch: int = 10_000,
@@ -435,29 +425,27 @@ class JobStore:
     ) -> EnqueueResult:
         """Queue ``(id_type, ext_id)`` items; idempotent.
 
-        New ids become pending jobs wanting ``wants``. Known ids are left as they are, except:
+        New ids become pending jobs. Known ids are left as they are, except:
 
         - ``force=True`` marks jobs to be archived again, replacing what is on disk: done,
-          failed and deferred rows go back to pending (counted as requeued) with nothing
-          marked done and ``wants`` replaced; pending rows only get the mark (counted as
+          failed and deferred rows go back to pending (counted as requeued); pending rows only get the mark (counted as
           skipped); new rows get it too. Running rows keep the request (counted as
           requeued): when the running attempt ends they start over, forced.
-        - ``requeue_failed=True`` puts failed rows back to pending, keeping the parts already
-          archived.
+        - ``requeue_failed=True`` puts failed rows back to pending (the parts already archived
+          are kept in the session's part files, so they are not fetched again).
 
         Items are read lazily, ``batch`` at a time, each batch committed in its own
         transaction; an invalid id raises ``UnsafeInputError`` before its batch is written.
         """
         if batch < 1:
             raise ValueError("batch must be at least 1")
-        wants_text = _encode_parts(wants)
         requeue_states = (DONE, FAILED, DEFERRED) if force else (FAILED,) if requeue_failed else ()
         added = requeued = skipped = 0
         iterator = iter(items)
         while chunk := list(itertools.islice(iterator, batch)):
             # The chunk is read (which may mean parsing a file) before the write lock is taken.
             keys = [_checked_key(item) for item in chunk]
-            new, again = self._enqueue_batch(keys, wants_text, requeue_states, force, _now(now))
+            new, again = self._enqueue_batch(keys, requeue_states, force, _now(now))
             added += new
             requeued += again
             skipped += len(keys) - new - again
@@ -466,7 +454,6 @@ class JobStore:
     def _enqueue_batch(
         self,
         keys: list[tuple[str, str]],
-        wants_text: str,
         requeue_states: tuple[str, ...],
         force: bool,
         now: float,
@@ -479,15 +466,15 @@ class JobStore:
             self._conn.execute("PRAGMA synchronous=FULL")
             try:
                 with self._write() as conn:
-                    requeued = self._requeue_batch(conn, keys, wants_text, requeue_states, force, now)
+                    requeued = self._requeue_batch(conn, keys, requeue_states, force, now)
                     before = conn.total_changes
                     conn.executemany(
-                        "INSERT INTO jobs (id_type, ext_id, wants, parts_done, state, attempts,"
+                        "INSERT INTO jobs (id_type, ext_id, state, attempts,"
                         " not_before, created_at, updated_at, force, session_at)"
-                        f" VALUES (?, ?, ?, '', '{PENDING}', 0, ?, ?, ?, ?, ?)"
+                        f" VALUES (?, ?, '{PENDING}', 0, ?, ?, ?, ?, ?)"
                         " ON CONFLICT (ext_id, id_type) DO NOTHING",
                         (
-                            (id_type, ext_id, wants_text, now, now, now, force, session_time(id_type, ext_id, now))
+                            (id_type, ext_id, now, now, now, force, session_time(id_type, ext_id, now))
                             for id_type, ext_id in keys
                         ),
                     )
@@ -500,7 +487,6 @@ class JobStore:
     def _requeue_batch(
         conn: sqlite3.Connection,
         keys: list[tuple[str, str]],
-        wants_text: str,
         states: tuple[str, ...],
         force: bool,
         now: float,
@@ -515,44 +501,42 @@ class JobStore:
             )
             before = conn.total_changes
             conn.executemany(
-                f"UPDATE jobs SET force = {FORCE_AFTER_RUN}, wants = ? WHERE ext_id = ? AND id_type = ?"
+                f"UPDATE jobs SET force = {FORCE_AFTER_RUN} WHERE ext_id = ? AND id_type = ?"
                 f" AND state = '{RUNNING}'",
-                ((wants_text, e, t) for t, e in keys),
+                ((e, t) for t, e in keys),
             )
             running = conn.total_changes - before
-        # A forced job starts over: every part is fetched again, for the new ``wants``.
-        fresh = ", parts_done = '', wants = :wants, last_error = NULL, force = 1" if force else ""
+        # A forced job starts over: every part is fetched again.
+        fresh = ", last_error = NULL, force = 1" if force else ""
         placeholders = ", ".join(f"'{s}'" for s in states)
         before = conn.total_changes
         conn.executemany(
             f"UPDATE jobs SET state = '{PENDING}', attempts = 0, not_before = :now, updated_at = :now,"
             f" first_deferred_at = NULL{fresh}"
             f" WHERE ext_id = :ext_id AND id_type = :id_type AND state IN ({placeholders})",
-            ({"now": now, "wants": wants_text, "ext_id": e, "id_type": t} for t, e in keys),
+            ({"now": now, "ext_id": e, "id_type": t} for t, e in keys),
         )
         return conn.total_changes - before + running
 
     def record_archived(
-        self, items: Iterable[tuple[str, str, Iterable[str], str | None]], *, now: float | None = None
+        self, items: Iterable[tuple[str, str, str | None]], *, now: float | None = None
     ) -> int:
         """Rows for sessions the archive already holds (``archiver state rebuild``).
 
-        Each item is ``(id_type, ext_id, parts archived, failure reason or None)``: the row is
-        done (failed, with the reason, when the manifest records a failed part) with those
-        parts marked done. Ids the store already knows are left as they are. Returns how many
+        Each item is ``(id_type, ext_id, failure reason or None)``: the row is done (failed,
+        with the reason, when the manifest records a failed part). Ids the store already knows are left as they are. Returns how many
         rows were added.
         """
         now = _now(now)
         rows = (
-            (*_checked_key((t, e)), _encode_parts(PARTS & set(parts)), FAILED if why else DONE, why, now,
-             session_time(t, e, now))
-            for t, e, parts, why in items
+            (*_checked_key((t, e)), FAILED if why else DONE, why, now, session_time(t, e, now))
+            for t, e, why in items
         )
         with self._write() as conn:
             before = conn.total_changes
             conn.executemany(
-                "INSERT INTO jobs (id_type, ext_id, wants, parts_done, state, attempts, not_before, last_error,"
-                " created_at, updated_at, session_at) VALUES (?1, ?2, '', ?3, ?4, 0, ?6, ?5, ?6, ?6, ?7)"
+                "INSERT INTO jobs (id_type, ext_id, state, attempts, not_before, last_error,"
+                " created_at, updated_at, session_at) VALUES (?1, ?2, ?3, 0, ?5, ?4, ?5, ?5, ?6)"
                 " ON CONFLICT (ext_id, id_type) DO NOTHING",
                 rows,
             )
@@ -570,17 +554,7 @@ class JobStore:
                 f" force = MIN(force, 1) WHERE id = ?",
                 ((now, row[0]) for row in rows),
             )
-        return [replace(_job(row), state=RUNNING, attempts=row[6] + 1, updated_at=now) for row in rows]
-
-    def mark_part_done(self, job_id: int, part: str, *, now: float | None = None) -> None:
-        """Record that ``part`` of a job is archived, so a later attempt does not fetch it again."""
-        _encode_parts((part,))
-        with self._write() as conn:
-            row = conn.execute("SELECT parts_done FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                raise KeyError(f"no job with id {job_id}")
-            parts = _encode_parts(_decode_parts(row[0]) | {part})
-            conn.execute("UPDATE jobs SET parts_done = ?, updated_at = ? WHERE id = ?", (parts, _now(now), job_id))
+        return [replace(_job(row), state=RUNNING, attempts=row[4] + 1, updated_at=now) for row in rows]
 
     def complete(self, job_id: int, *, now: float | None = None) -> None:
         """The job is archived: done, with its last error (and any force mark) cleared."""

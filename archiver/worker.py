@@ -251,7 +251,7 @@ class WorkerPool:
         limit = self.config.daemon.session_timeout
         try:
             async with asyncio.timeout(limit) as deadline:
-                return await self.archiver.archive(job.id_type, job.ext_id, wants=job.wants, force=job.force)
+                return await self.archiver.archive(job.id_type, job.ext_id, force=job.force)
         except TimeoutError:
             if not deadline.expired():
                 raise

@@ -340,8 +340,8 @@ def test_empty_file_is_processed_with_a_note(inbox: Inbox, inbox_dir: Path, stor
     assert "empty" in outcome.report.read_text()  # type: ignore[union-attr]
 
 
-def test_formats_and_wants_reach_the_store(inbox_dir: Path, store: JobStore) -> None:
-    inbox = Inbox(DaemonConfig(inbox_dir=inbox_dir), store, wants=frozenset({"voicemail"}))
+def test_formats_reach_the_store(inbox_dir: Path, store: JobStore) -> None:
+    inbox = Inbox(DaemonConfig(inbox_dir=inbox_dir), store)
     drop(inbox_dir, "a.csv", f"sessionId,x\n{A},1\n")
     drop(inbox_dir, "b.json", json.dumps({"userIds": ["agent@example.com"]}))
     drop(inbox_dir, "c.ndjson", json.dumps({"sessionId": B}))
@@ -352,7 +352,8 @@ def test_formats_and_wants_reach_the_store(inbox_dir: Path, store: JobStore) -> 
         ("c.ndjson", "processed", 1),
     ]
     assert store.get(ids.USER, "agent@example.com") is not None
-    assert {job.wants for job in store.iter_jobs()} == {frozenset({"voicemail"})}
+    assert {(job.id_type, job.ext_id) for job in store.iter_jobs()} == {
+        (ids.SESSION, A), (ids.USER, "agent@example.com"), (ids.SESSION, B)}
 
 
 def test_done_sessions_are_not_requeued_by_a_new_file(inbox: Inbox, inbox_dir: Path, store: JobStore) -> None:

@@ -100,7 +100,6 @@ def test_enqueue_new_rows_are_pending_and_due(store: JobStore) -> None:
     job = store.get(ids.SESSION, sid(1))
     assert job is not None
     assert (job.state, job.attempts, job.not_before, job.created_at, job.force) == (PENDING, 0, T0, T0, False)
-    assert job.wants == frozenset() and job.parts_done == frozenset()
     assert store.get(ids.USER, "agent@example.com") is not None
     assert store.get(ids.SESSION, "agent@example.com") is None
 
@@ -114,20 +113,18 @@ def test_enqueue_is_idempotent(store: JobStore) -> None:
 
 
 def test_done_session_is_not_fetched_again_unless_forced(store: JobStore) -> None:
-    store.enqueue(sessions(1), wants=frozenset({"recordings"}), now=T0)
+    store.enqueue(sessions(1), now=T0)
     job = claim_one(store, 1)
-    store.mark_part_done(job.id, "recordings")
     store.complete(job.id)
 
     assert store.enqueue(sessions(1)).skipped == 1
     assert state_of(store, 1) == DONE
 
-    result = store.enqueue(sessions(1), wants=frozenset({"voicemail"}), force=True, now=T0 + 10)
+    result = store.enqueue(sessions(1), force=True, now=T0 + 10)
     assert (result.added, result.requeued, result.skipped) == (0, 1, 0)
     job = store.get(ids.SESSION, sid(1))
     assert job is not None
     assert (job.state, job.attempts, job.not_before, job.force) == (PENDING, 0, T0 + 10, True)
-    assert job.parts_done == frozenset() and job.wants == frozenset({"voicemail"})
 
     job = claim_one(store, 1, now=T0 + 10)
     assert job.force  # the worker archives it again, replacing what is on disk
@@ -148,17 +145,16 @@ def test_force_marks_pending_rows_and_keeps_the_request_of_running_ones(store: J
     assert store.get(ids.SESSION, sid(3)).force is True  # type: ignore[union-attr]
 
 
-def test_requeue_failed_keeps_parts_already_archived(store: JobStore) -> None:
+def test_requeue_failed_puts_back_only_failed_rows(store: JobStore) -> None:
     store.enqueue(sessions(1, 2), now=T0)
     for job in store.claim(2, now=T0):
-        store.mark_part_done(job.id, "recordings")
         store.fail(job.id, "boom") if job.ext_id == sid(1) else store.complete(job.id)
     assert store.enqueue(sessions(1, 2)).requeued == 0
     result = store.enqueue(sessions(1, 2), requeue_failed=True, now=T0 + 3)
     assert (result.requeued, result.skipped) == (1, 1)
     job = store.get(ids.SESSION, sid(1))
     assert job is not None
-    assert (job.state, job.attempts, job.parts_done) == (PENDING, 0, frozenset({"recordings"}))
+    assert (job.state, job.attempts, job.force) == (PENDING, 0, False)
     assert state_of(store, 2) == DONE
 
 
@@ -191,7 +187,7 @@ def test_invalid_id_stops_before_its_batch_is_written(store: JobStore) -> None:
     [
         ([("bogus", "abc")], {}, ValueError),
         ([(ids.USER, "a..b")], {}, UnsafeInputError),
-        (sessions(1), {"wants": frozenset({"video"})}, ValueError),
+        (sessions(1), {"batch": 0}, ValueError),
     ],
 )
 def test_enqueue_rejects_bad_input(store: JobStore, items, kwargs, error) -> None:
@@ -262,23 +258,11 @@ def test_retry_later_release_fail_complete(store: JobStore) -> None:
     assert (done.state, done.last_error) == (DONE, None)
 
 
-def test_mark_part_done_accumulates(store: JobStore) -> None:
-    store.enqueue(sessions(1), now=T0)
-    job = claim_one(store, 1)
-    store.mark_part_done(job.id, "voicemail")
-    store.mark_part_done(job.id, "recordings")
-    store.mark_part_done(job.id, "recordings")
-    assert store.get_job(job.id).parts_done == {"recordings", "voicemail"}  # type: ignore[union-attr]
-    with pytest.raises(ValueError):
-        store.mark_part_done(job.id, "video")
-
-
-@pytest.mark.parametrize("call", ["complete", "release", "mark_part_done", "fail", "defer", "retry_later"])
+@pytest.mark.parametrize("call", ["complete", "release", "fail", "defer", "retry_later"])
 def test_transitions_on_unknown_job_raise(store: JobStore, call: str) -> None:
     args = {
         "complete": (),
         "release": (),
-        "mark_part_done": ("recordings",),
         "fail": ("x",),
         "defer": (T0, "x"),
         "retry_later": (T0, "x"),
@@ -333,7 +317,6 @@ def make_mixed(store: JobStore) -> None:
     """Sessions 1-2 failed, 3 deferred, 4 done, 5 running, 6 pending."""
     store.enqueue(sessions(1, 2, 3, 4, 5, 6), now=T0)
     jobs = {int(j.ext_id, 16): j for j in store.claim(5, now=T0)}
-    store.mark_part_done(jobs[1].id, "recordings")
     store.fail(jobs[1].id, "e1", now=T0 + 1)
     store.fail(jobs[2].id, "e2", now=T0 + 2)
     store.defer(jobs[3].id, T0 + 999, "not ready", now=T0 + 3)
@@ -346,7 +329,6 @@ def test_retry_failed(store: JobStore) -> None:
     job = store.get(ids.SESSION, sid(1))
     assert job is not None
     assert (job.state, job.attempts, job.not_before) == (PENDING, 0, T0 + 10)
-    assert job.parts_done == {"recordings"}
     assert [state_of(store, n) for n in (3, 4, 5)] == [DEFERRED, DONE, RUNNING]
 
 
@@ -453,8 +435,7 @@ def test_force_asked_while_running_is_honoured_when_the_attempt_ends(store: JobS
     """Regression: ``enqueue --force`` on a running job was answered "already known" and dropped."""
     store.enqueue(sessions(1), now=T0)
     [running] = store.claim(1, now=T0)
-    store.mark_part_done(running.id, "recordings")
-    store.enqueue(sessions(1), force=True, wants=frozenset({"recordings"}), now=T0 + 1)
+    store.enqueue(sessions(1), force=True, now=T0 + 1)
     finish = {
         "complete": lambda: store.complete(running.id, now=T0 + 2),
         "fail": lambda: store.fail(running.id, "boom", now=T0 + 2),
@@ -464,8 +445,7 @@ def test_force_asked_while_running_is_honoured_when_the_attempt_ends(store: JobS
     }[end]
     finish()
     job = store.get_job(running.id)
-    assert job is not None and (job.state, job.force, job.parts_done, job.not_before) == (PENDING, True, frozenset(), T0 + 2)
-    assert job.wants == frozenset({"recordings"})
+    assert job is not None and (job.state, job.force, job.not_before) == (PENDING, True, T0 + 2)
     [again] = store.claim(1, now=T0 + 2)
     assert again.force is True
     store.complete(again.id, now=T0 + 3)
@@ -473,14 +453,24 @@ def test_force_asked_while_running_is_honoured_when_the_attempt_ends(store: JobS
     assert done is not None and (done.state, done.force) == (DONE, False)  # honoured once, not forever
 
 
-def test_the_store_knows_every_part_a_manifest_has(store: JobStore) -> None:
-    """The transcript is a part like the others: a job may want it, and rebuild may record it."""
-    from archiver.manifest import PARTS as MANIFEST_PARTS
-    from archiver.store import PARTS
+def test_a_schema_2_store_loses_the_unused_part_columns_and_keeps_its_jobs(tmp_path: Path) -> None:
+    """``wants`` and ``parts_done`` were never filled or read: schema 3 drops them, jobs kept."""
+    import sqlite3
 
-    store.enqueue(sessions(1), wants=frozenset({"transcript"}), now=T0)
-    job = claim_one(store, 1)
-    assert job.wants == {"transcript"}
-    store.mark_part_done(job.id, "transcript")
-    assert store.get_job(job.id).parts_done == {"transcript"}  # type: ignore[union-attr]
-    assert PARTS == set(MANIFEST_PARTS)
+    path = tmp_path / "state"
+    with JobStore.open_in(path) as store:
+        store.enqueue(sessions(1, 2), now=T0)
+    conn = sqlite3.connect(path / "jobs.sqlite3")
+    conn.execute("ALTER TABLE jobs ADD COLUMN wants TEXT NOT NULL DEFAULT ''")
+    conn.execute("ALTER TABLE jobs ADD COLUMN parts_done TEXT NOT NULL DEFAULT 'recordings'")
+    conn.execute("PRAGMA user_version=2")
+    conn.commit()
+    conn.close()
+    with JobStore.open_in(path) as store:
+        assert store.counts()[PENDING] == 2
+        assert claim_one(store, 1).ext_id == sid(1)
+    conn = sqlite3.connect(path / "jobs.sqlite3")
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    conn.close()
+    assert not {"wants", "parts_done"} & columns and version == 3
