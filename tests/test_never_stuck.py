@@ -262,6 +262,9 @@ async def test_a_session_over_its_deadline_is_released_to_retry_later(tmp_path):
         config = make_config(
             tmp_path, fake, kore__fetch_voicemail=False, media__min_rate="0", daemon__session_timeout="1s",
             daemon__max_attempts=3, daemon__defer_delay="1s",
+            # A released session waits at least backoff_initial: long enough for the poll below
+            # to see it pending however loaded the machine is (10 ms let a busy run miss it).
+            http__backoff_initial="3s", http__backoff_max="3s",
         )
         with JobStore.open_in(config.daemon.state_dir) as store:
             store.enqueue([("session", "drip-media-body-0")])
