@@ -17,22 +17,22 @@ ObjectId session id, else when the session was archived.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import quote
 
 from .calldetails import CALL_FILE
 from .archive_reader import ArchiveReader, FileArchiveReader, StoredSession, listed_files, read_small_json
 from .config import Config, local_root
+from . import sqlitefile
 from .errors import ConfigError
 from .ids import object_id_time
 from .manifest import recordings_deleted
@@ -41,6 +41,7 @@ log = logging.getLogger("archiver.catalog")
 
 FILE_NAME = "catalog.sqlite3"
 SCHEMA_VERSION = 1
+WHAT = "catalog"
 # Bounds on what a vendor record can put in the catalog.
 MAX_TEXT = 500
 MAX_ITEMS = 50
@@ -421,17 +422,11 @@ class Catalog:
 
     def __init__(self, path: Path, *, busy_timeout: float = 30.0, read_only: bool = False) -> None:
         self.path = Path(path)
-        if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        # mode=ro never creates or changes the file: find run as root leaves nothing behind
-        # that the service's user could not write.
-        target = f"file:{quote(str(self.path.absolute()))}?mode=ro" if read_only else str(self.path)
-        self._conn = sqlite3.connect(target, timeout=busy_timeout, isolation_level=None, check_same_thread=False,
-                                     uri=read_only)
+        self._conn = sqlitefile.connect(self.path, busy_timeout=busy_timeout, read_only=read_only)
         self._conn.row_factory = sqlite3.Row
         try:
-            self._check_version() if read_only else self._setup()
+            sqlitefile.check_version(self._conn, WHAT, SCHEMA_VERSION) if read_only else self._setup()
         except BaseException:
             self._conn.close()
             raise
@@ -454,27 +449,9 @@ class Catalog:
             raise ConfigError("daemon.state_dir", f"the catalog {path} cannot be read ({exc}); rebuild it with "
                               "`archiver state rebuild`") from None
 
-    def _check_version(self) -> None:
-        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise ConfigError("daemon.state_dir", f"the catalog has schema version {version}; "
-                              f"this archiver knows up to {SCHEMA_VERSION}")
-
     def _setup(self) -> None:
-        mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise ConfigError("daemon.state_dir", f"the catalog cannot use WAL mode there (got {mode!r})")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        with self._write() as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise ConfigError("daemon.state_dir", f"the catalog has schema version {version}; "
-                                  f"this archiver knows up to {SCHEMA_VERSION}")
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            if version < SCHEMA_VERSION:
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        sqlitefile.use_wal(self._conn, WHAT)
+        sqlitefile.create_schema(self._conn, self._lock, WHAT, _SCHEMA, SCHEMA_VERSION)
 
     def close(self) -> None:
         with self._lock:
@@ -486,16 +463,8 @@ class Catalog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            finally:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return sqlitefile.write_transaction(self._conn, self._lock)
 
     # -- writing ----------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ file.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import itertools
 import os
@@ -37,9 +38,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple, Self
-from urllib.parse import quote
 
 from . import ids
+from . import sqlitefile
 from .errors import ConfigError, StateLocked, UnsafeInputError
 
 PENDING, RUNNING, DONE, DEFERRED, FAILED = "pending", "running", "done", "deferred", "failed"
@@ -48,6 +49,7 @@ ID_TYPES = frozenset({ids.SESSION, ids.USER})
 
 FILE_NAME = "jobs.sqlite3"
 SCHEMA_VERSION = 3
+WHAT = "job store"
 
 CACHE_KIB = 32 * 1024
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
@@ -256,6 +258,13 @@ def _migrate_from_2(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
 
 
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    if version == 1:
+        _migrate_from_1(conn)
+    if version <= 2:
+        _migrate_from_2(conn)
+
+
 def _now(now: float | None) -> float:
     return time.time() if now is None else now
 
@@ -266,18 +275,10 @@ class JobStore:
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0, read_only: bool = False) -> None:
         self.path = Path(path)
         self.read_only = read_only
-        if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        # isolation_level=None: transactions are begun and ended explicitly below, so that a
-        # write always takes the write lock up front (BEGIN IMMEDIATE) and cannot deadlock
-        # upgrading a read lock while another process writes. mode=ro never creates the file.
-        target = f"file:{quote(str(self.path.absolute()))}?mode=ro" if read_only else str(self.path)
-        self._conn = sqlite3.connect(
-            target, timeout=busy_timeout, isolation_level=None, check_same_thread=False, uri=read_only
-        )
+        self._conn = sqlitefile.connect(self.path, busy_timeout=busy_timeout, read_only=read_only)
         try:
-            self._check_schema() if read_only else self._setup()
+            sqlitefile.check_version(self._conn, WHAT, SCHEMA_VERSION) if read_only else self._setup()
         except BaseException:
             self._conn.close()
             raise
@@ -302,15 +303,6 @@ class JobStore:
             )
         return cls(path, read_only=read_only, **kwargs)
 
-    def _check_schema(self) -> None:
-        """For a read-only connection: the file is a job store this archiver can read."""
-        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise ConfigError(
-                "daemon.state_dir",
-                f"the job store has schema version {version}; this archiver knows up to {SCHEMA_VERSION}",
-            )
-
     def check_writable(self) -> None:
         """Take the write lock and let it go (``archiver check``); raises sqlite3.Error when the
         file or its directory cannot be written by this process's user."""
@@ -327,14 +319,7 @@ class JobStore:
             return self._conn.execute("PRAGMA data_version").fetchone()[0]
 
     def _setup(self) -> None:
-        mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            # WAL needs shared memory between processes: it does not work on network file
-            # systems, and without it the CLI would block the daemon (and the other way round).
-            raise ConfigError(
-                "daemon.state_dir", f"the job store cannot use WAL mode there (got {mode!r}); use a local file system"
-            )
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        sqlitefile.use_wal(self._conn, WHAT)
         # A bulk enqueue inserts ids in random order into the ext_id index, dirtying pages all
         # over it; a cache that holds a batch's worth of them means each is written once per
         # transaction instead of being spilled and rewritten. A fixed bound, whatever the
@@ -342,24 +327,7 @@ class JobStore:
         self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         # A large enqueue grows the WAL; give the space back after each checkpoint.
         self._conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-        # Two processes may open a new file at once: the write lock makes one create the schema.
-        with self._write() as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise ConfigError(
-                    "daemon.state_dir",
-                    f"the job store has schema version {version}; this archiver knows up to {SCHEMA_VERSION}",
-                )
-            if version == 1:
-                _migrate_from_1(conn)
-            if 1 <= version <= 2:
-                _migrate_from_2(conn)
-            # Statement by statement: executescript() would commit the transaction first.
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            if version < SCHEMA_VERSION:
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        sqlitefile.create_schema(self._conn, self._lock, WHAT, _SCHEMA, SCHEMA_VERSION, _migrate)
 
     def close(self) -> None:
         """Close the connection; further calls raise ``sqlite3.ProgrammingError``."""
@@ -378,20 +346,9 @@ class JobStore:
 
     # -- transactions ---------------------------------------------------------------------
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A write transaction, holding the database's write lock from the start."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            finally:
-                # After an error (in the body or in COMMIT itself, say a full disk) the
-                # connection must not be left inside a transaction; SQLite may already have
-                # rolled it back.
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+        return sqlitefile.write_transaction(self._conn, self._lock)
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
