@@ -423,6 +423,7 @@ class Catalog:
     def __init__(self, path: Path, *, busy_timeout: float = 30.0, read_only: bool = False) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
+        self._busy_timeout = busy_timeout
         self._conn = sqlitefile.connect(self.path, busy_timeout=busy_timeout, read_only=read_only)
         self._conn.row_factory = sqlite3.Row
         try:
@@ -450,7 +451,7 @@ class Catalog:
                               "`archiver state rebuild`") from None
 
     def _setup(self) -> None:
-        sqlitefile.use_wal(self._conn, WHAT)
+        sqlitefile.use_wal(self._conn, WHAT, wait=self._busy_timeout)
         sqlitefile.create_schema(self._conn, self._lock, WHAT, _SCHEMA, SCHEMA_VERSION)
 
     def close(self) -> None:

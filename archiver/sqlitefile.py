@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,13 +39,30 @@ def check_version(conn: sqlite3.Connection, what: str, known: int) -> int:
     return version
 
 
-def use_wal(conn: sqlite3.Connection, what: str) -> None:
+def use_wal(conn: sqlite3.Connection, what: str, *, wait: float = 30.0) -> None:
     """WAL, synchronous=NORMAL. WAL needs memory shared between processes: it does not work on
     network file systems, and without it a command would block the daemon (and the other way round)."""
-    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    mode = _switch_to_wal(conn, wait)
     if str(mode).lower() != "wal":
         raise ConfigError(KEY, f"the {what} cannot use WAL mode there (got {mode!r}); use a local file system")
     conn.execute("PRAGMA synchronous=NORMAL")
+
+
+def _switch_to_wal(conn: sqlite3.Connection, wait: float) -> str:
+    """``PRAGMA journal_mode=WAL``, waiting for the lock it needs. Turning a *new* file to WAL
+    takes an exclusive lock for which SQLite calls no busy handler: a second thread or process
+    opening the same new file at that moment got "database is locked" at once (two workers
+    cataloguing their first sessions together; ``enqueue`` beside a starting daemon)."""
+    deadline = time.monotonic() + wait
+    pause = 0.005
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 @contextmanager

@@ -276,6 +276,7 @@ class JobStore:
         self.path = Path(path)
         self.read_only = read_only
         self._lock = threading.RLock()
+        self._busy_timeout = busy_timeout
         self._conn = sqlitefile.connect(self.path, busy_timeout=busy_timeout, read_only=read_only)
         try:
             sqlitefile.check_version(self._conn, WHAT, SCHEMA_VERSION) if read_only else self._setup()
@@ -319,7 +320,7 @@ class JobStore:
             return self._conn.execute("PRAGMA data_version").fetchone()[0]
 
     def _setup(self) -> None:
-        sqlitefile.use_wal(self._conn, WHAT)
+        sqlitefile.use_wal(self._conn, WHAT, wait=self._busy_timeout)
         # A bulk enqueue inserts ids in random order into the ext_id index, dirtying pages all
         # over it; a cache that holds a batch's worth of them means each is written once per
         # transaction instead of being spilled and rewritten. A fixed bound, whatever the
