@@ -153,9 +153,11 @@ async def test_an_outage_longer_than_every_retry_pauses_the_queue_and_it_resumes
         await asyncio.wait_for(running, 15)
     with JobStore.open_in(config.daemon.state_dir) as store:
         assert {state: n for state, n in store.counts().items() if n} == {"done": len(ids)}
-        # The outage spent no attempt: every job took one or two (one when it was in flight
-        # as the host went down and given back).
-        assert max(job.attempts for job in store.iter_jobs()) <= 1
+        # The outage spent no attempt of its own: every job took one, or two when a request of
+        # its failed before the breaker had seen enough failures to open (an ordinary transient
+        # failure, counted as one; at most breaker_threshold - 1 of those).
+        attempts = [job.attempts for job in store.iter_jobs()]
+        assert max(attempts) <= 2 and sum(attempts) - len(attempts) < 3
     for sid in ids:
         assert_archived(config, sim, sid)
 
