@@ -343,13 +343,18 @@ def _readme(custody: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write_member(tree: _Tree, rel: str, data: bytes) -> None:
-    path = tree.root / rel
+def _write_new(path: Path, data: bytes) -> None:
+    """A new file of the tree being built (never an existing one), fsynced; the whole tree is
+    renamed into place once complete (``_place_tree``)."""
     with open(path, "xb") as handle:
         os.fchmod(handle.fileno(), FILE_MODE)
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _write_member(tree: _Tree, rel: str, data: bytes) -> None:
+    _write_new(tree.root / rel, data)
     tree.sums.append((hashlib.sha256(data).hexdigest(), rel))
 
 
@@ -363,12 +368,7 @@ def _sums_line(digest: str, rel: str) -> str:
 
 def _write_sums(tree: _Tree) -> None:
     data = "".join(_sums_line(d, r) for d, r in sorted(tree.sums, key=lambda item: item[1])).encode()
-    path = tree.root / SUMS
-    with open(path, "xb") as handle:
-        os.fchmod(handle.fileno(), FILE_MODE)
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    _write_new(tree.root / SUMS, data)
 
 
 def _place_tree(scratch: Path, destination: Path) -> None:
