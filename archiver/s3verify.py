@@ -30,7 +30,7 @@ from .ids import SESSION, USER
 from .layout import session_dir
 from .manifest import MANIFEST, NO_MANIFEST, entry_problem, manifest_problem, now_iso, recordings_deleted
 from .s3 import Bucket, bucket_url, s3_client
-from .verify_report import BAD_MANIFEST, EXTRA, MISSING, SHA256, SIZE, UNREADABLE, SessionReport, VerifyReport
+from .verify_report import BAD_MANIFEST, EXTRA, MISSING, SHA256, SIZE, UNREADABLE, SessionReport, VerifyReport, print_report
 
 log = logging.getLogger("archiver.s3verify")
 
@@ -262,14 +262,7 @@ async def run_verify_bucket(
     if requeue:
         report.requeued = []
         report.not_requeued = [(s, NOT_REQUEUED) for s in sorted(report.damaged, key=lambda s: s.directory)]
-    if as_json:
-        data = report.as_dict()
-        data["root"] = report.url
-        data["deep"] = deep
-        out.write(json.dumps(data, indent=2) + "\n")
-    else:
-        out.write(report.human())
-    return 0 if report.ok else 1
+    return print_report(report, out, as_json, root=report.url, deep=deep)
 
 
 __all__ = ["verify_bucket", "run_verify_bucket", "BucketVerifyReport"]

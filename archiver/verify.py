@@ -41,6 +41,7 @@ from .manifest import MANIFEST, NO_MANIFEST, exists as manifest_exists, entry_pr
 from .store import EnqueueResult, JobStore
 from .verify_report import (  # the report's types, shared with the bucket's verification (s3verify.py)
     BAD_MANIFEST, EXTRA, MISSING, NOT_A_FILE, SHA256, SIZE, UNREADABLE, Problem, SessionReport, VerifyReport,
+    print_report,
 )
 
 log = logging.getLogger("archiver.verify")
@@ -344,11 +345,7 @@ async def run_verify(
     report = await verify_archive(config, since=since, session_id=session_id)
     if requeue and report.damaged:
         await asyncio.to_thread(_requeue_in_store, config, report)
-    if as_json:
-        out.write(json.dumps(report.as_dict(), indent=2, sort_keys=False) + "\n")
-    else:
-        out.write(report.human())
-    return 0 if report.ok else 1
+    return print_report(report, out, as_json)
 
 
 def _requeue_in_store(config: Config, report: VerifyReport) -> None:

@@ -7,10 +7,11 @@ Both verifications produce these: the archive on disk (``verify.py``) and the bu
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from .config import format_size
 from .manifest import now_iso
@@ -174,7 +175,16 @@ class VerifyReport:
         }
 
 
-__all__ = [
+def print_report(report: Any, out: TextIO, as_json: bool, **fields: Any) -> int:
+    """Print a verify report (JSON with ``fields`` added, or the human form); 0 when all is
+    intact, else 1: the exit code of ``archiver verify`` on either target."""
+    if as_json:
+        out.write(json.dumps({**report.as_dict(), **fields}, indent=2) + "\n")
+    else:
+        out.write(report.human())
+    return 0 if report.ok else 1
+
+__all__ = ["print_report", 
     "MISSING", "EXTRA", "SIZE", "SHA256", "UNREADABLE", "NOT_A_FILE", "BAD_MANIFEST", "LABELS",
     "Problem", "SessionReport", "VerifyReport",
 ]
