@@ -27,7 +27,7 @@ from . import manifest as mf
 from .atomicfile import AtomicFile, remove_stale_temps, write_json, write_json_sync
 from .calldetails import CALL_FILE, CallDetails, CallRecords, call_document, has_voicemail, vendor_deadline
 from .client import NOT_READY, READY, KoreClient, MediaItem, not_ready
-from .catalog import record_session
+from .catalog import Catalog, record_session
 from .completeness import INLINE_JSON, NONE
 from .config import Config
 from .download import DownloadResult, MediaDownloader
@@ -45,6 +45,8 @@ log = logging.getLogger("archiver.archive")
 # A URL refused after being freshly issued this many times is not a passing expiry: the
 # session is retried later as a whole (daemon.max_attempts).
 MAX_URL_REFRESHES = 3
+# Items named on the event loop (microseconds each); a longer list is named in a thread.
+NAMES_ON_LOOP = 64
 TRANSCRIPT_FILE = "transcript.json"
 
 
@@ -85,8 +87,10 @@ class SessionArchiver:
         *,
         analytics: AnalyticsClient | None = None,
         calls: CallRecords | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.config = config
+        self.catalog = catalog  # kept open by the service; None: opened for each session
         self.client = client
         self.downloader = downloader
         self.metrics = metrics or client.metrics
@@ -122,14 +126,12 @@ class SessionArchiver:
                 return _result_from_manifest(directory, complete)
 
         parts: dict[str, dict[str, Any]] = {}
-        recorded: set[str] = set()  # parts whose part file is on disk
         pending_not_ready: NotReadyError | None = None
         wanted = wanted_parts(self.config, id_type)
         for part in wanted:
             done = await asyncio.to_thread(mf.read_part, directory, part) if existed else None
             if done is not None:
                 parts[part] = done
-                recorded.add(part)
                 continue
             try:
                 if part == RECORDINGS:
@@ -147,12 +149,10 @@ class SessionArchiver:
                 continue
             if part != wanted[-1] or pending_not_ready is not None:
                 await mf.write_part(directory, part, parts[part])
-                recorded.add(part)
         if pending_not_ready is not None:
             raise pending_not_ready
-        # The last part's file is written in the manifest's thread hop, just before the manifest.
-        unrecorded = {name: part for name, part in parts.items() if name not in recorded}
-        return await self._write_manifest(directory, id_type, ext_id, parts, unrecorded)
+        # The last part needs no part file: the manifest, written next, holds it.
+        return await self._write_manifest(directory, id_type, ext_id, parts)
 
     # -- recordings -----------------------------------------------------------------------------
 
@@ -285,8 +285,12 @@ class SessionArchiver:
         after the audio was fsynced, names the same source and size) is not fetched again.
         """
         directory = target.parent
-        # Thousands of items (a hostile or broken answer) must not hold the event loop.
-        finals = await asyncio.to_thread(_final_paths, items, target, kind)
+        # Thousands of items (a hostile or broken answer) must not hold the event loop; a few
+        # are named here, without the cost of a thread hop.
+        if len(items) > NAMES_ON_LOOP:
+            finals = await asyncio.to_thread(_final_paths, items, target, kind)
+        else:
+            finals = _final_paths(items, target, kind)
         if reuse:
             sidecars = await asyncio.to_thread(_look_for_sidecars, directory, finals)
         else:  # nothing to look for; the files create their directory
@@ -397,7 +401,6 @@ class SessionArchiver:
         id_type: str,
         ext_id: str,
         parts: dict[str, dict[str, Any]],
-        unrecorded: dict[str, dict[str, Any]],
     ) -> SessionResult:
         files = [f for part in parts.values() for f in part.get("files", [])]
         failed = [name for name, part in parts.items() if part.get("status") == "failed"]
@@ -422,14 +425,7 @@ class SessionArchiver:
         unproven = [f"{f['path']}: {f['unproven']}" for f in manifest["files"] if f.get("unproven")]
         if unproven:  # kept, and said here: the vendor's copy is not deleted on their strength
             manifest["unproven"] = unproven
-        kept, held = await asyncio.to_thread(generations.judge, directory, manifest)
-        if kept:
-            manifest["earlier_generations"] = kept
-        await asyncio.to_thread(self._commit_manifest, directory, manifest, list(parts), unrecorded)
-        if held:
-            await asyncio.to_thread(generations.drop, directory, held)
-        if kept:
-            await asyncio.to_thread(generations.tidy, directory, manifest)
+        kept = await asyncio.to_thread(self._commit_manifest, directory, manifest, list(parts))
         result = _result_from_manifest(directory, manifest)
         if kept:
             result.reason = f"the earlier archive was kept as {kept[-1]['path']}: {kept[-1]['reason']}"
@@ -439,13 +435,22 @@ class SessionArchiver:
             result.reason = f"the vendor reports {', '.join(failed)} as failed"
         return result
 
-    def _commit_manifest(self, directory: Path, manifest: dict[str, Any], parts: list[str],
-                         unrecorded: dict[str, dict[str, Any]]) -> None:
-        """Commit the manifest, then index it in the catalog, in the same thread hop (the S3
-        target indexes a session once its manifest is in the bucket)."""
-        mf.commit(directory, manifest, parts, unrecorded)
+    def _commit_manifest(self, directory: Path, manifest: dict[str, Any], parts: list[str]) -> list[dict[str, Any]]:
+        """Commit the manifest (with the earlier generations it does not hold every file of),
+        index it in the catalog, then let go of the generations it holds, all in one thread
+        hop (the S3 target indexes a session once its manifest is in the bucket). Returns the
+        generations kept."""
+        kept, held = generations.judge(directory, manifest)
+        if kept:
+            manifest["earlier_generations"] = kept
+        mf.commit(directory, manifest, parts)
         if self.config.archive.target == "file":
-            record_session(self.config, directory, manifest)
+            record_session(self.config, directory, manifest, catalog=self.catalog)
+        if held:
+            generations.drop(directory, held)
+        if kept:
+            generations.tidy(directory, manifest)
+        return kept
 
 
 class _InlineWriter:

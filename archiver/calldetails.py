@@ -344,7 +344,7 @@ class CallRecords:
         """The stored record of a session, or None."""
         if self.store is None:
             return None
-        text = await asyncio.to_thread(self.store.call_record, session_id)
+        text = await self.store.run(self.store.call_record, session_id)
         if text is None:
             return None
         try:

@@ -572,11 +572,12 @@ class Catalog:
 # -- the hook after a manifest commit ----------------------------------------------------------
 
 
-def record_session(config: Config, directory: Path, manifest: dict[str, Any]) -> bool:
+def record_session(config: Config, directory: Path, manifest: dict[str, Any], *, catalog: Catalog | None = None) -> bool:
     """Put one just-committed manifest in the catalog (blocking; called in the thread that
     wrote it). ``directory`` is the session's local directory (the archive's, or the S3
-    target's spool), read for ``call.json`` and transcripts. Never raises: the catalog can be
-    rebuilt, the archive must go on."""
+    target's spool), read for ``call.json`` and transcripts; ``catalog`` is the one the
+    process keeps open (see :func:`open_for_archiving`), else the file is opened for this
+    session alone. Never raises: the catalog can be rebuilt, the archive must go on."""
     directory = Path(directory)
     try:
         root = local_root(config)
@@ -584,11 +585,12 @@ def record_session(config: Config, directory: Path, manifest: dict[str, Any]) ->
         reader = FileArchiveReader(root, config.kore.bot_id)
         reader.target = config.archive.target
         stored = StoredSession(str(manifest.get("id_type") or "session"), directory.name, location, manifest)
-        catalog = Catalog.open_in(config.daemon.state_dir)
-        try:
-            catalog.upsert([entry_for(reader, stored)])
-        finally:
-            catalog.close()
+        entry = entry_for(reader, stored)
+        if catalog is not None:
+            catalog.upsert([entry])
+        else:
+            with Catalog.open_in(config.daemon.state_dir) as own:
+                own.upsert([entry])
         return True
     except (OSError, sqlite3.Error, ValueError, ConfigError) as exc:
         log.error("could not add %s to the catalog (archived all the same; `archiver state rebuild` "
@@ -596,5 +598,17 @@ def record_session(config: Config, directory: Path, manifest: dict[str, Any]) ->
         return False
 
 
-__all__ = ["Catalog", "CatalogEntry", "Filters", "call_facts", "entry_for", "record_session", "fts_query",
+def open_for_archiving(state_dir: Path) -> Catalog | None:
+    """The catalog a running archiver keeps open for every session it archives (an open, a
+    schema check and a close per session cost more than the row); None, said in one line,
+    when it cannot be opened: each session then tries on its own."""
+    try:
+        return Catalog.open_in(state_dir)
+    except (OSError, sqlite3.Error, ConfigError) as exc:
+        log.error("cannot open the catalog in %s (sessions are archived all the same; `archiver state "
+                  "rebuild` brings it up to date): %s", state_dir, exc)
+        return None
+
+
+__all__ = ["Catalog", "CatalogEntry", "Filters", "call_facts", "entry_for", "record_session", "open_for_archiving", "fts_query",
            "OUTPUT_FIELDS", "FILE_NAME"]

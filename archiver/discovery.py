@@ -108,7 +108,7 @@ class Discovery:
 
     async def watermark(self) -> float | None:
         """Unix seconds up to which every window has been paged and enqueued, or None."""
-        raw = await asyncio.to_thread(self.store.get_meta, WATERMARK_KEY)
+        raw = await self.store.run(self.store.get_meta, WATERMARK_KEY)
         if raw is None:
             return None
         try:
@@ -152,7 +152,7 @@ class Discovery:
             total += await self._window(window_start, window_end)
             if advance:
                 # Only now is everything up to window_end in the queue.
-                await asyncio.to_thread(self.store.set_meta, WATERMARK_KEY, kore_time(utc(window_end)))
+                await self.store.run(self.store.set_meta, WATERMARK_KEY, kore_time(utc(window_end)))
         return total
 
     async def _window(self, start: float, end: float) -> DiscoveryResult:

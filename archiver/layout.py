@@ -134,12 +134,15 @@ def extension_for(content_type: str) -> str:
 
 
 def inside(directory: Path, path: Path) -> bool:
-    """True when ``path`` is lexically inside ``directory`` (the last guard before writing)."""
-    try:
-        path.resolve().relative_to(directory.resolve())
-        return True
-    except ValueError:
-        return False
+    """True when ``path`` is lexically inside ``directory`` (the last guard before writing).
+
+    Lexically: no file system call, so it may run on the event loop. A link planted in the
+    session directory is no way out either: files are written by renaming over the name,
+    which replaces a link instead of following it.
+    """
+    base = os.path.normpath(os.path.abspath(directory))
+    target = os.path.normpath(os.path.abspath(path))
+    return target != base and os.path.commonpath([base, target]) == base
 
 
 def id_type_of(directory: Path) -> str:

@@ -164,16 +164,14 @@ def exists(directory: Path) -> bool:
     return os.path.lexists(directory / MANIFEST)
 
 
-def commit(
-    directory: Path, manifest: dict[str, Any], parts: list[str], unrecorded: dict[str, dict[str, Any]]
-) -> None:
-    """Write the part files not written yet, then the manifest, which now holds what the part
-    files held: remove them, durably. The same steps as one at a time, in one thread hop."""
-    for name, part in unrecorded.items():
-        write_part_sync(directory, name, part)
+def commit(directory: Path, manifest: dict[str, Any], parts: Any = PARTS) -> None:
+    """Write the manifest (atomically, durably); it now holds what the part files held, so
+    they go. Their removal is not made durable: a part file that comes back after a crash
+    beside a complete manifest is removed by the next attempt (and a part that was never
+    recorded in a file is no loss either: its files have their sidecars, which is what the
+    next attempt looks for)."""
     write_json_sync(directory / MANIFEST, manifest)
     remove_parts(directory, parts)
-    fsync_dir(directory)
 
 
 async def rewrite(directory: Path, manifest: dict[str, Any]) -> None:

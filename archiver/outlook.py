@@ -106,24 +106,20 @@ def calls_per_session(config: Config, store: JobStore) -> tuple[float, bool]:
 
 
 def outlook(config: Config, store: JobStore, now: float) -> Outlook:
-    """The backlog in deadline order against the budget (blocking: reads the whole backlog)."""
+    """The backlog in deadline order against the budget (blocking: the store reads only the
+    jobs that can miss their deadline; nothing here grows with the queue)."""
     per_session, measured = calls_per_session(config, store)
     rate = config.kore.requests_per_minute / config.kore.rate_window  # calls a second
     step = per_session / rate
-    times = store.backlog_times()
+    backlog, first = store.backlog()
     retention = config.kore.vendor_retention
     at_risk = past = 0
-    if retention:
-        for rank, session_at in enumerate(times, start=1):
-            deadline = session_at + retention
-            if deadline < now:
-                past += 1
-            if deadline < now + rank * step:
-                at_risk += 1
-    earliest = times[0] + retention if retention and times else None
-    drain = len(times) * step
+    if retention and backlog:
+        at_risk, past = store.at_risk(retention, now, step, backlog)
+    earliest = first + retention if retention and first is not None else None
+    drain = backlog * step
     return Outlook(
-        backlog=len(times),
+        backlog=backlog,
         earliest_deadline=earliest,
         drain_seconds=drain,
         drains_before_earliest_deadline=None if earliest is None else now + drain <= earliest,

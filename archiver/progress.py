@@ -81,7 +81,7 @@ async def show_progress(service: Any, out: TextIO | None = None) -> None:
             await asyncio.sleep(REFRESH)
             if service.pool is not None and service.store is not None:
                 # The store is read in a worker thread: an ingest may hold its write lock.
-                pending = (await asyncio.to_thread(service.store.counts)).get("pending", 0)
+                pending = (await service.store.run(service.store.counts)).get("pending", 0)
                 _draw(bar, service, loop.time() - started, pending=pending)
     finally:
         if service.pool is not None:

@@ -167,8 +167,8 @@ class SharedRateLimiter(RateLimiter):
     daemon, ``archiver once`` after it, ``archiver check`` beside it) counts the requests of
     all of them, and a restart after SIGKILL finds the last window's requests still counted.
 
-    The store is SQLite: each acquisition is one short write transaction, in a worker thread
-    (never on the event loop). Times are wall-clock, the one clock processes share.
+    The store is SQLite: each acquisition is one short write transaction, made through
+    :meth:`JobStore.run` (never on the event loop, batched with the workers' other calls). Times are wall-clock, the one clock processes share.
     """
 
     def __init__(self, limit: int, window: float, store: "JobStore", *, name: str = "contact_center",
@@ -178,34 +178,46 @@ class SharedRateLimiter(RateLimiter):
         self.name = name
 
     async def acquire(self) -> Slot:
-        """Wait until the shared window has room and take a slot in it: ``[time, row id]``."""
+        """Wait until the shared window has room and take a slot in it: ``[time, row id]``.
+
+        While no request waits, each takes its slot at once: the takes of many workers go to
+        the store together, in one thread hop. Once one has to wait, the others queue behind
+        it and go in their order.
+        """
+        if not self._lock.locked():
+            wait, slot = await self._take_shared()
+            if slot is not None:
+                return slot
         async with self._lock:
             while True:
-                now = self._clock()
-                wait = max(0.0, self._paused_until - now)
-                if wait <= 0:
-                    wait, row = await asyncio.to_thread(
-                        self.store.budget_take, self.name, self.limit, self.window + self.margin, now
-                    )
-                    if row is not None:
-                        return [now, row]
+                wait, slot = await self._take_shared()
+                if slot is not None:
+                    return slot
                 await self._sleep(wait)
 
+    async def _take_shared(self) -> tuple[float, Slot | None]:
+        now = self._clock()
+        wait = self._paused_until - now
+        if wait > 0:
+            return wait, None
+        wait, row = await self.store.run(self.store.budget_take, self.name, self.limit, self.window + self.margin, now)
+        return wait, (None if row is None else [now, row])
+
     def settle(self, slot: Slot) -> None:
-        """Stamp the slot again at the answer (in a thread; nothing waits for it)."""
+        """Stamp the slot again at the answer (with the store's next calls; nothing waits for it)."""
         super().settle(slot)
-        self._in_thread(self.store.budget_settle, slot[1], slot[0])
+        self._later(self.store.budget_settle, slot[1], slot[0])
 
     def pause(self, seconds: float) -> None:
         """Hold every request of every process on the state directory for ``seconds``."""
         super().pause(seconds)
-        self._in_thread(self.store.budget_pause, self.name, self._paused_until)
+        self._later(self.store.budget_pause, self.name, self._paused_until)
 
-    def _in_thread(self, func: Callable[..., None], *args: object) -> None:
+    def _later(self, func: Callable[..., None], *args: object) -> None:
         def run() -> None:
             try:
                 func(*args)
             except Exception as exc:  # the store closing under a late answer: only the budget's precision suffers
                 log.debug("budget bookkeeping skipped: %s", exc)
 
-        asyncio.get_running_loop().run_in_executor(None, run)
+        self.store.soon(run)

@@ -87,7 +87,8 @@ class S3SessionArchiver:
                 raise PermanentError(f"{rel}/{MANIFEST}: files[{index}]: {problem}")
             await self._put(directory / entry["path"], f"{rel}/{entry['path']}", entry["size"], entry["sha256"], counts)
         await self._put(manifest_path, f"{rel}/{MANIFEST}", size, digest, counts)
-        await asyncio.to_thread(record_session, self.config, directory, manifest)  # archived: in the catalog
+        # archived: in the catalog
+        await asyncio.to_thread(record_session, self.config, directory, manifest, catalog=self.inner.catalog)
         log.info(
             "published %s: %d object(s) uploaded, %d already there", rel, counts["uploaded"], counts["present"],
             extra={"kv_session": directory.name},

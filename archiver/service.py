@@ -30,6 +30,7 @@ from .analytics import AnalyticsClient
 from .breaker import Breakers
 from .archive import SessionArchiver
 from .calldetails import CallDetails, CallRecords
+from .catalog import open_for_archiving
 from .coverage import Coverage, DayCoverage, write_report, yesterday
 from .client import KoreClient, api_session
 from .config import Config, format_size
@@ -201,7 +202,8 @@ class Service:
         self._log_start()
         self.store = await asyncio.to_thread(JobStore.open_in, config.daemon.state_dir)
         stack.callback(self.store.close)
-        recovered = await asyncio.to_thread(self.store.recover_running)
+        stack.push_async_callback(self.store.calls_done)  # before the close: what was handed to it is made
+        recovered = await self.store.run(self.store.recover_running)
         if recovered:
             log.info("took up %d jobs left running by an earlier run", recovered)
         if config.archive.target == "s3":  # sessions are written to the spool, then published
@@ -218,7 +220,12 @@ class Service:
         # One Call Details client (one limiter) shared by archiving and discovery.
         calls = CallRecords(config, self.store, CallDetails(client)) if config.kore.account_id else None
         self.call_records = calls
-        archiver = SessionArchiver(config, client, downloader, self.metrics, analytics=analytics, calls=calls)
+        catalog = await asyncio.to_thread(open_for_archiving, config.daemon.state_dir)
+        if catalog is not None:
+            stack.callback(catalog.close)  # after the workers: the stack unwinds once they stopped
+        archiver = SessionArchiver(
+            config, client, downloader, self.metrics, analytics=analytics, calls=calls, catalog=catalog
+        )
         if self.config.archive.target == "s3":
             from .s3 import Bucket, s3_client
             from .s3archive import S3SessionArchiver
@@ -444,7 +451,7 @@ class Service:
         """Publish the queue's counts (metrics, systemd status); returns them."""
         if self.store is None:
             return {}
-        status = await asyncio.to_thread(self.store.status, recent=0)
+        status = await self.store.run(self.store.status, recent=0)
         counts = status.counts
         for state in STATES:
             self.metrics.queue.labels(state).set(counts.get(state, 0))
@@ -467,10 +474,10 @@ class Service:
         """
         assert self.store is not None
         store = self.store
-        seen = await asyncio.to_thread(store.data_version)
+        seen = await store.run(store.data_version)
         while True:
             await asyncio.sleep(STORE_POLL_INTERVAL)
-            version = await asyncio.to_thread(store.data_version)
+            version = await store.run(store.data_version)
             if version != seen:
                 seen = version
                 if self.pool is not None:

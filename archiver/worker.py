@@ -12,12 +12,13 @@ decided here, in :meth:`WorkerPool._settle`, and written with cancellation shiel
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .archive import SessionArchiver, SessionResult
 from .config import Config, format_size
@@ -78,6 +79,8 @@ class WorkerPool:
         self.disk_paused_until = 0.0
         self._disk_warned = False
         self._tasks: list[asyncio.Task[None]] = []
+        # Completions handed to the store and not yet awaited: each goes with the next claim.
+        self._completing: collections.deque[asyncio.Future[Any]] = collections.deque()
         # While a host is down, one worker at a time takes a job to carry the breaker's probe.
         self.breakers = breakers
         self._prober: int | None = None
@@ -97,10 +100,13 @@ class WorkerPool:
         ]
         try:
             await asyncio.gather(*self._tasks)
+            await self._completed()
         finally:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            # Whatever else happened, the completions handed to the store are made.
+            await asyncio.gather(*self._completing, return_exceptions=True)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -114,6 +120,7 @@ class WorkerPool:
                 self.wake.set()
                 return
             job = None if pause else await self._claim()
+            await self._completed()
             if job is None:
                 if burst and await self._drained():
                     self.wake.set()  # let the other workers see it too
@@ -192,16 +199,22 @@ class WorkerPool:
     # write lock (an inbox ingest, another process), and the event loop must not wait with it.
 
     async def _claim(self) -> Job | None:
-        jobs = await asyncio.to_thread(self.store.claim, 1, now=self.clock())
+        jobs = await self.store.run(self.store.claim, 1, now=self.clock())
         return jobs[0] if jobs else None
+
+    async def _completed(self) -> None:
+        """Wait for the completions handed to the store (by now done: they went before the
+        claim that preceded this call); a store error is raised here."""
+        while self._completing:
+            await self._completing.popleft()
 
     async def _drained(self) -> bool:
         """Burst mode ends when nothing is pending (deferred jobs wait for a later run)."""
-        return self.active == 0 and (await asyncio.to_thread(self.store.counts)).get("pending", 0) == 0
+        return self.active == 0 and (await self.store.run(self.store.counts)).get("pending", 0) == 0
 
     async def _idle(self, stopping: asyncio.Event, pause: float | None) -> None:
         timeout = self.config.daemon.sweep_interval
-        due = await asyncio.to_thread(self.store.next_due)
+        due = await self.store.run(self.store.next_due)
         if due is not None:
             timeout = min(timeout, max(0.0, due - self.clock()))
         if pause:
@@ -272,7 +285,9 @@ class WorkerPool:
         now = self.clock()
         daemon = self.config.daemon
         if outcome == "done":
-            await asyncio.to_thread(self.store.complete, job.id)
+            # Not awaited here: the worker's next claim goes to the store in the same thread
+            # hop, after it, and the worker awaits it then (one round trip a session, not two).
+            self._completing.append(self.store.soon(self.store.complete, job.id))
             self.stats.done += 1
             self.stats.last_success = now
             self.metrics.sessions.labels("archived").inc()
@@ -280,23 +295,23 @@ class WorkerPool:
             self._disk_warned = False
             log.info("archived %s", job.ext_id)
         elif outcome == "release":
-            await asyncio.to_thread(self.store.release, job.id)
+            await self.store.run(self.store.release, job.id)
         elif outcome == "outage":
             # The vendor is down, not the session: the attempt is given back (the breaker logs it).
-            await asyncio.to_thread(self.store.release, job.id)
+            await self.store.run(self.store.release, job.id)
             log.debug("waiting for the vendor: %s", reason)
         elif outcome == "not_ready":
             first = job.first_deferred_at or now
             if now - first >= daemon.not_ready_timeout:
                 await self._fail(job, f"still not ready after {daemon.not_ready_timeout:.0f}s: {reason}")
             else:
-                await asyncio.to_thread(self.store.defer, job.id, now + daemon.defer_delay, reason or "not ready")
+                await self.store.run(self.store.defer, job.id, now + daemon.defer_delay, reason or "not ready")
                 self.stats.deferred += 1
                 self.metrics.sessions.labels("deferred").inc()
                 log.info("not ready yet, asking again later: %s", reason)
         elif outcome == "disk_full":
             # Not the session's fault: give the attempt back and pause every worker.
-            await asyncio.to_thread(self.store.release, job.id)
+            await self.store.run(self.store.release, job.id)
             self.disk_paused_until = now + DISK_RECHECK
             if not self._disk_warned:
                 log.error("archive disk full, pausing downloads until space returns: %s", reason)
@@ -307,7 +322,7 @@ class WorkerPool:
             else:
                 # At least backoff_initial: the calls inside were already retried at once.
                 delay = self.config.http.backoff_initial + self._session_retry.backoff(job.attempts)
-                await asyncio.to_thread(self.store.retry_later, job.id, now + delay, reason or "transient error")
+                await self.store.run(self.store.retry_later, job.id, now + delay, reason or "transient error")
                 self.stats.retried += 1
                 self.metrics.retries.labels("session").inc()
                 log.warning("will retry in %.0fs: %s", delay, reason)
@@ -315,7 +330,7 @@ class WorkerPool:
             await self._fail(job, reason or "failed")
 
     async def _fail(self, job: Job, reason: str) -> None:
-        await asyncio.to_thread(self.store.fail, job.id, reason)
+        await self.store.run(self.store.fail, job.id, reason)
         self.stats.failed += 1
         self.stats.failures.append((job.ext_id, reason))
         del self.stats.failures[:-100]

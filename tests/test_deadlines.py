@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from archiver import ids
 from archiver.cli import main as cli_main
@@ -164,3 +166,29 @@ async def test_the_daemon_reports_sessions_at_risk_from_its_start(simulator, tmp
         at_risk = service.metrics.sessions_at_risk._value.get()
     assert 45 <= at_risk <= 51
     assert b"archiver_sessions_at_risk" in service.metrics.render()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    ages=st.lists(st.floats(min_value=0, max_value=120), min_size=0, max_size=60),
+    step=st.floats(min_value=0.01, max_value=5.0),
+    retention=st.floats(min_value=1.0, max_value=150.0),
+)
+def test_the_at_risk_count_reads_only_what_can_miss_and_matches_the_whole_projection(
+    tmp_path_factory, ages, step, retention
+) -> None:
+    """The store counts, in SQL over the jobs whose deadline comes before the backlog could
+    drain, what walking the whole backlog in deadline order counts (the way it was done)."""
+    now = 2_000_000_000.0
+    with JobStore.open_in(tmp_path_factory.mktemp("s")) as store:
+        store.enqueue([(ids.USER, f"user-{n}") for n in range(len(ages))], now=now)
+        with store._write() as conn:  # each job's session time, minutes apart, some tied
+            conn.executemany("UPDATE jobs SET session_at = ? WHERE ext_id = ?",
+                             [(now - round(age), f"user-{n}") for n, age in enumerate(ages)])
+        backlog, first = store.backlog()
+        assert backlog == len(ages)
+        times = sorted(now - round(age) for age in ages)
+        assert first == (times[0] if times else None)
+        want_late = sum(1 for rank, at in enumerate(times, 1) if at + retention < now + rank * step)
+        want_past = sum(1 for at in times if at + retention < now)
+        assert store.at_risk(retention, now, step, backlog) == (want_late, want_past)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import subprocess
@@ -474,3 +475,56 @@ def test_a_schema_2_store_loses_the_unused_part_columns_and_keeps_its_jobs(tmp_p
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     conn.close()
     assert not {"wants", "parts_done"} & columns and version == 3
+
+
+# -- calls from async code ----------------------------------------------------------------------
+
+
+async def test_store_calls_from_tasks_run_off_the_loop_in_order_and_answer_together(store: JobStore) -> None:
+    """Calls made while the store's thread is busy wait for it, then run in the order they
+    were made, in one batch whose answers reach the loop together."""
+    release = threading.Event()
+    ran: list[tuple[int, str]] = []
+
+    def call(n: int) -> int:
+        if n == 0:
+            release.wait(10)
+        ran.append((n, threading.current_thread().name))
+        return n * n
+
+    first = store.soon(call, 0)
+    queued = [store.soon(call, n) for n in range(1, 51)]
+    release.set()
+    assert await first == 0
+    done, _ = await asyncio.wait(queued, return_when=asyncio.FIRST_COMPLETED)
+    assert all(f.done() for f in queued), "the calls queued behind a busy thread came back in one batch"
+    assert [f.result() for f in queued] == [n * n for n in range(1, 51)]
+    assert [n for n, _ in ran] == list(range(51))
+    assert {name for _, name in ran} == {"store-calls"}  # never the loop's thread
+
+
+async def test_a_failing_store_call_raises_in_its_caller_only(store: JobStore) -> None:
+    store.enqueue(sessions(1))
+    [job] = store.claim(1)
+    failing = store.soon(store.complete, 999_999)  # no such job
+    fine = store.soon(store.complete, job.id)
+    with pytest.raises(KeyError):
+        await failing
+    await fine
+    assert state_of(store, 1) == DONE
+
+
+async def test_close_makes_the_calls_already_handed_to_the_store(tmp_path: Path) -> None:
+    """A completion handed over and not awaited (the worker awaits it with its next claim)
+    is written before the store closes, even when nobody awaits it at all."""
+    with JobStore.open_in(tmp_path / "state") as store:
+        store.enqueue(sessions(1, 2))
+        jobs = store.claim(2)
+        for job in jobs:
+            store.soon(store.complete, job.id)
+        await store.calls_done()
+        assert store.counts()[DONE] == 2
+        late = store.soon(store.fail, jobs[0].id, "x")  # closed before the loop sees its answer
+    with JobStore.open_in(tmp_path / "state") as reopened:
+        assert state_of(reopened, 1) == FAILED
+    assert not late.done() or late.exception() is None
