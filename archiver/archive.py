@@ -350,10 +350,13 @@ class SessionArchiver:
         ext_id: str,
         result: DownloadResult,
     ) -> None:
-        """``_sidecar`` for a worker thread (the one that committed the audio); appends to ``written``."""
+        """``_sidecar`` for a worker thread (the one that committed the audio), between its
+        rename and the fsync of their directory, which makes both durable (a sidecar whose audio
+        did not survive a crash describes no file: the next attempt fetches it again); appends
+        to ``written``."""
         fetched = now_iso()
         document = self._sidecar_document(result, kind, api, offered, position, ext_id, fetched)
-        written.append((*write_json_sync(_sidecar_path(result.path), document), fetched, document))
+        written.append((*write_json_sync(_sidecar_path(result.path), document, sync_dir=False), fetched, document))
 
     def _sidecar_document(
         self, result: DownloadResult, kind: str, api: str, offered: str, position: int, ext_id: str, fetched: str

@@ -191,8 +191,9 @@ class AtomicFile:
         """Write ``tail`` (the last bytes, if not written yet), check the size, fsync, rename
         into place, fsync the directory: one thread hop after the writes in flight.
 
-        ``then``, if given, runs in that same thread once the file is in place: the caller's
-        next durable step (a sidecar) without a hop of its own.
+        ``then``, if given, runs in that same thread once the file is in place and before the
+        directory is fsynced: the caller's next step (a sidecar beside the file, written with
+        ``sync_dir=False``) without a hop of its own, made durable by the same fsync.
         """
         await self._drain()
         size = self.size + sum(map(len, tail))
@@ -211,11 +212,14 @@ class AtomicFile:
         fd, self._fd = self._fd, None
         assert fd is not None and self.temp_path is not None
         try:
-            _finish(fd, self.temp_path, self.final_path)
+            _finish(fd, self.temp_path, self.final_path, sync_dir=False)
+            try:
+                if then is not None:
+                    then()
+            finally:
+                fsync_dir(self.final_path.parent)
         except OSError as exc:
             raise _disk_error(exc, self.final_path) from exc
-        if then is not None:
-            then()
 
     async def abort(self) -> None:
         """Close and delete the temp file (on any failure or cancellation)."""
@@ -260,13 +264,14 @@ def _create(temp: Path, final: Path) -> int:
         raise _disk_error(exc, final) from exc
 
 
-def _finish(fd: int, temp: Path, final: Path) -> None:
+def _finish(fd: int, temp: Path, final: Path, *, sync_dir: bool = True) -> None:
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(temp, final)
-    fsync_dir(final.parent)
+    if sync_dir:
+        fsync_dir(final.parent)
 
 
 def dumps(obj: Any) -> bytes:
@@ -279,13 +284,14 @@ async def write_json(path: Path, obj: Any) -> tuple[int, str]:
     return await asyncio.get_running_loop().run_in_executor(None, write_json_sync, path, obj)
 
 
-def write_json_sync(path: Path, obj: Any) -> tuple[int, str]:
+def write_json_sync(path: Path, obj: Any, *, sync_dir: bool = True) -> tuple[int, str]:
     """``write_json`` for code already running in a worker thread: encoded, written, fsynced,
-    renamed and the directory fsynced, as ``AtomicFile`` does, in the calling thread."""
-    return write_bytes_sync(path, dumps(obj))
+    renamed and the directory fsynced, as ``AtomicFile`` does, in the calling thread.
+    ``sync_dir=False`` leaves the directory's fsync to the caller (see AtomicFile.commit)."""
+    return write_bytes_sync(path, dumps(obj), sync_dir=sync_dir)
 
 
-def write_bytes_sync(path: Path, data: bytes) -> tuple[int, str]:
+def write_bytes_sync(path: Path, data: bytes, *, sync_dir: bool = True) -> tuple[int, str]:
     """A small file written whole, the same way (blocking); returns (size, sha256)."""
     temp = path.parent / temp_name(path.name)
     fd = _create(temp, path)
@@ -295,7 +301,7 @@ def write_bytes_sync(path: Path, data: bytes) -> tuple[int, str]:
         except BaseException:
             os.close(fd)
             raise
-        _finish(fd, temp, path)
+        _finish(fd, temp, path, sync_dir=sync_dir)
     except BaseException as exc:
         try:
             os.unlink(temp)

@@ -383,6 +383,12 @@ async def test_files_completed_by_an_interrupted_attempt_are_not_fetched_again(t
         (result.directory / "manifest.json").unlink()
         await archiver.archive("session", SID)
         assert len(media_requests(sim)) == before + 3
+        # A crash after the sidecar's rename reached the disk and the audio's did not (their
+        # directory is fsynced once, after both): the sidecar describes no file, fetched again.
+        audio.unlink()
+        (result.directory / "manifest.json").unlink()
+        await archiver.archive("session", SID)
+        assert len(media_requests(sim)) == before + 4
     assert_archived(config, sim, SID)
 
 
