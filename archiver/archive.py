@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 
@@ -112,9 +112,12 @@ class SessionArchiver:
         return session_dir(self.config.archive.root, self.config.kore.bot_id, id_type, ext_id)
 
     async def archive(
-        self, id_type: str, ext_id: str, *, force: bool = False
+        self, id_type: str, ext_id: str, *, force: bool = False, finishing: Callable[[], None] | None = None
     ) -> SessionResult:
-        """Archive one session. Raises NotReadyError, TransientError or PermanentError otherwise."""
+        """Archive one session. Raises NotReadyError, TransientError or PermanentError otherwise.
+
+        ``finishing``, if given, is called once nothing but writing the manifest is left (the
+        worker claims its next job meanwhile)."""
         directory = self.directory(id_type, ext_id)
         existed = directory.is_dir()
         if existed:
@@ -152,6 +155,8 @@ class SessionArchiver:
         if pending_not_ready is not None:
             raise pending_not_ready
         # The last part needs no part file: the manifest, written next, holds it.
+        if finishing is not None:
+            finishing()
         return await self._write_manifest(directory, id_type, ext_id, parts)
 
     # -- recordings -----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import logging
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .archive import SessionArchiver, SessionResult
 from .catalog import record_session
@@ -58,9 +58,10 @@ class S3SessionArchiver:
         return Path(directory).relative_to(self.spool).as_posix()
 
     async def archive(
-        self, id_type: str, ext_id: str, *, force: bool = False
+        self, id_type: str, ext_id: str, *, force: bool = False, finishing: Callable[[], None] | None = None
     ) -> SessionResult:
-        """Archive one session to the bucket (see the module doc); raises like SessionArchiver."""
+        """Archive one session to the bucket (see the module doc); raises like SessionArchiver.
+        ``finishing`` is not called: the upload, not the manifest, is the long last step."""
         directory = self.inner.directory(id_type, ext_id)
         rel = self.relative(directory)
         if not force:

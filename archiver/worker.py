@@ -111,28 +111,34 @@ class WorkerPool:
     # -- the loop -------------------------------------------------------------------------------
 
     async def _worker(self, number: int, stopping: asyncio.Event, burst: bool) -> None:
-        while not stopping.is_set():
-            pause = self._outage_pause(number) or self._pause_for()
-            if pause and burst and not self._sits_out_outage():
-                # A one-shot run does not sit out a closed window or a full disk (nor an
-                # outage longer than daemon.session_timeout): the jobs stay queued for the
-                # next run, and the exit code says so.
-                self.wake.set()
-                return
-            job = None if pause else await self._claim()
-            await self._completed()
-            if job is None:
-                if burst and await self._drained():
-                    self.wake.set()  # let the other workers see it too
+        ahead: list[asyncio.Future[Any]] = []  # the next job, claimed while this one finished
+        try:
+            while not stopping.is_set():
+                pause = self._outage_pause(number) or self._pause_for()
+                if pause:
+                    await self._give_back(ahead)
+                if pause and burst and not self._sits_out_outage():
+                    # A one-shot run does not sit out a closed window or a full disk (nor an
+                    # outage longer than daemon.session_timeout): the jobs stay queued for the
+                    # next run, and the exit code says so.
+                    self.wake.set()
                     return
-                await self._idle(stopping, pause)
-                continue
-            self.wake.set()  # there may be more: let another idle worker look
-            try:
-                await self._process(job)
-            finally:
-                if self._prober == number:
-                    self._prober = None
+                job = None if pause else await self._claim(ahead)
+                await self._completed()
+                if job is None:
+                    if burst and await self._drained():
+                        self.wake.set()  # let the other workers see it too
+                        return
+                    await self._idle(stopping, pause)
+                    continue
+                self.wake.set()  # there may be more: let another idle worker look
+                try:
+                    await self._process(job, lambda: self._claim_ahead(ahead))
+                finally:
+                    if self._prober == number:
+                        self._prober = None
+        finally:
+            await asyncio.shield(self._give_back(ahead))
 
     def _sits_out_outage(self) -> bool:
         """A one-shot run waits for a host that went down, for at most daemon.session_timeout."""
@@ -198,9 +204,29 @@ class WorkerPool:
     # Every store call runs in a worker thread (asyncio.to_thread): SQLite may wait for the
     # write lock (an inbox ingest, another process), and the event loop must not wait with it.
 
-    async def _claim(self) -> Job | None:
-        jobs = await self.store.run(self.store.claim, 1, now=self.clock())
+    async def _claim(self, ahead: list[asyncio.Future[Any]]) -> Job | None:
+        """The job claimed ahead, if any, else one claimed now."""
+        claimed = ahead.pop() if ahead else self.store.soon(self.store.claim, 1, now=self.clock())
+        jobs = await claimed
         return jobs[0] if jobs else None
+
+    def _claim_ahead(self, ahead: list[asyncio.Future[Any]]) -> None:
+        """Claim the worker's next job while the current one writes its manifest: the claim's
+        round trip to the store happens during that thread hop instead of after it. At most
+        one ahead per worker, given back if the worker pauses or stops instead."""
+        if not ahead:
+            ahead.append(self.store.soon(self.store.claim, 1, now=self.clock()))
+
+    async def _give_back(self, ahead: list[asyncio.Future[Any]]) -> None:
+        """Release a job claimed ahead and not started (its attempt does not count)."""
+        while ahead:
+            try:
+                jobs = await ahead.pop()
+            except Exception as exc:  # the claim itself failed: nothing is held
+                log.debug("claim ahead failed: %s", exc)
+                continue
+            for job in jobs:
+                await self.store.run(self.store.release, job.id)
 
     async def _completed(self) -> None:
         """Wait for the completions handed to the store (by now done: they went before the
@@ -229,12 +255,12 @@ class WorkerPool:
 
     # -- one job --------------------------------------------------------------------------------
 
-    async def _process(self, job: Job) -> None:
+    async def _process(self, job: Job, finishing: Callable[[], None] | None = None) -> None:
         self.active += 1
         token = job_context.set({"session": job.ext_id, "kind": job.id_type, "attempt": job.attempts})
         outcome: tuple[str, str | None] = ("release", None)
         try:
-            result = await self._archive(job)
+            result = await self._archive(job, finishing)
             outcome = (result.outcome, result.reason)
             if result.outcome == "done":
                 self.stats.bytes += result.bytes
@@ -258,13 +284,13 @@ class WorkerPool:
             await asyncio.shield(self._settle(job, *outcome))
             job_context.reset(token)
 
-    async def _archive(self, job: Job) -> "SessionResult":
+    async def _archive(self, job: Job, finishing: Callable[[], None] | None) -> "SessionResult":
         """Archive one session within daemon.session_timeout: a session that takes longer (a
         server feeding it slowly, whatever the other deadlines) is released to retry later."""
         limit = self.config.daemon.session_timeout
         try:
             async with asyncio.timeout(limit) as deadline:
-                return await self.archiver.archive(job.id_type, job.ext_id, force=job.force)
+                return await self.archiver.archive(job.id_type, job.ext_id, force=job.force, finishing=finishing)
         except TimeoutError:
             if not deadline.expired():
                 raise

@@ -361,3 +361,63 @@ async def test_once_shows_a_progress_line_on_a_terminal_and_plain_lines_otherwis
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0 and "\r" not in out.decode() and "archived 1 sessions" in out.decode()
     assert all(json.loads(line) for line in err.decode().splitlines())  # JSON log lines off a terminal
+
+
+class _FinishingArchiver:
+    """Archives nothing: calls ``finishing`` (the worker claims its next job ahead), then
+    runs ``then`` (stop the pool, say) and reports the session done."""
+
+    proof = None
+
+    def __init__(self, root: Path, then=lambda: None) -> None:
+        self.root, self.then, self.seen = root, then, []
+
+    async def archive(self, id_type, ext_id, *, force=False, finishing=None):
+        from archiver.archive import SessionResult
+
+        self.seen.append(ext_id)
+        if finishing is not None:
+            finishing()
+        self.then()
+        return SessionResult("done", self.root / ext_id)
+
+    async def settled(self, result) -> None:
+        pass
+
+
+async def test_a_job_claimed_ahead_is_the_next_one_processed(tmp_path, simulator):
+    from archiver.metrics import Metrics
+    from archiver.worker import WorkerPool
+
+    sim = await simulator()
+    config = make_config(tmp_path, sim, daemon__concurrency=1)
+    ids = [f"67ab573f3685d1ba9954{n:04x}" for n in range(3)]
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        store.enqueue([("session", sid) for sid in ids])
+        archiver = _FinishingArchiver(tmp_path)
+        pool = WorkerPool(config, store, archiver, Metrics())
+        await asyncio.wait_for(pool.run(asyncio.Event(), burst=True), 30)
+        assert sorted(archiver.seen) == ids and len(archiver.seen) == 3  # none twice, none lost
+        jobs = [store.get("session", sid) for sid in ids]
+        assert [(j.state, j.attempts) for j in jobs] == [("done", 1)] * 3
+
+
+async def test_a_job_claimed_ahead_is_given_back_when_the_worker_stops(tmp_path, simulator):
+    """Stopped right after the first session, the worker holds the second, claimed while the
+    first finished: it goes back to pending, and the attempt does not count."""
+    from archiver.metrics import Metrics
+    from archiver.worker import WorkerPool
+
+    sim = await simulator()
+    config = make_config(tmp_path, sim, daemon__concurrency=1)
+    ids = [f"67ab573f3685d1ba9954{n:04x}" for n in range(2)]
+    stopping = asyncio.Event()
+    with JobStore.open_in(config.daemon.state_dir) as store:
+        store.enqueue([("session", sid) for sid in ids])
+        archiver = _FinishingArchiver(tmp_path, then=stopping.set)
+        pool = WorkerPool(config, store, archiver, Metrics())
+        await asyncio.wait_for(pool.run(stopping), 30)
+        first, second = (store.get("session", sid) for sid in ids)
+        assert archiver.seen == [first.ext_id]
+        assert (first.state, first.attempts) == ("done", 1)
+        assert (second.state, second.attempts) == ("pending", 0)
