@@ -759,23 +759,34 @@ class JobStore:
 
     # -- the shared API budget ---------------------------------------------------------------
 
-    def budget_take(self, name: str, limit: int, window: float, now: float) -> tuple[float, int | None]:
+    def budget_take(
+        self, name: str, limit: int, window: float, now: float, *, ahead: int = 0
+    ) -> tuple[float, list[int]]:
         """Take one request of budget ``name`` (at most ``limit`` per ``window`` seconds, counted
-        by every process on this file): ``(0, slot id)``, or ``(seconds to wait, None)``."""
+        by every process on this file), and up to ``ahead`` more while that leaves the window
+        at most half full: ``(0, slot ids)``, or ``(seconds to wait, [])``."""
         with self._write() as conn:
             conn.execute("DELETE FROM budget WHERE name = ? AND at <= ?", (name, now - window))
             paused = conn.execute("SELECT value FROM meta WHERE key = ?", (f"budget.{name}.paused_until",)).fetchone()
             if paused is not None and float(paused[0]) > now:
-                return float(paused[0]) - now, None
+                return float(paused[0]) - now, []
             (count,) = conn.execute("SELECT COUNT(*) FROM budget WHERE name = ?", (name,)).fetchone()
             if count >= limit:
                 # The request that must leave the window before there is room again.
                 (leaving,) = conn.execute(
                     "SELECT at FROM budget WHERE name = ? ORDER BY at DESC LIMIT 1 OFFSET ?", (name, limit - 1)
                 ).fetchone()
-                return max(0.001, leaving + window - now), None
-            cursor = conn.execute("INSERT INTO budget (name, at) VALUES (?, ?)", (name, now))
-            return 0.0, cursor.lastrowid
+                return max(0.001, leaving + window - now), []
+            take = 1 + max(0, min(ahead, limit // 2 - count - 1))
+            return 0.0, [
+                conn.execute("INSERT INTO budget (name, at) VALUES (?, ?)", (name, now)).lastrowid
+                for _ in range(take)
+            ]
+
+    def budget_release(self, slots: Sequence[int]) -> None:
+        """Slots taken ahead and not used: they no longer count."""
+        with self._write() as conn:
+            conn.executemany("DELETE FROM budget WHERE id = ?", ((slot,) for slot in slots))
 
     def budget_settle(self, slot: int, at: float) -> None:
         """The request of ``slot`` was answered at ``at``: the server counted it by then."""

@@ -129,3 +129,45 @@ async def test_sigterm_stops_workers_waiting_for_budget_at_once(tmp_path, simula
         pending = [job for job in waiting if job.state == "pending"]
         assert len(pending) == len(ids) - 2 and all(job.attempts == 0 for job in pending)
     assert sim.stats.rate_limited == 0
+
+
+def budget_rows(store: JobStore) -> int:
+    with store._lock:
+        return store._conn.execute("SELECT COUNT(*) FROM budget").fetchone()[0]
+
+
+def test_slots_are_taken_ahead_only_while_the_window_stays_at_most_half_full(tmp_path):
+    with JobStore.open_in(tmp_path) as store:
+        now = time.time()
+        wait, rows = store.budget_take("x", 10, 60.0, now, ahead=8)
+        assert wait == 0 and len(rows) == 5  # one for the request, four ahead: half of 10
+        assert len(store.budget_take("x", 10, 60.0, now, ahead=8)[1]) == 1  # half full: no more ahead
+        store.budget_release(rows[1:])
+        assert budget_rows(store) == 2
+        for _ in range(8):
+            store.budget_take("x", 10, 60.0, now)
+        wait, rows = store.budget_take("x", 10, 60.0, now, ahead=8)
+        assert rows == [] and wait > 0  # full: nothing, ahead or not
+
+
+async def test_requests_use_the_slots_taken_ahead_and_give_back_the_stale(tmp_path, monkeypatch):
+    """Slots taken ahead are rows every process counts: using one adds none, and one left
+    unused past its freshness stops counting."""
+    from archiver import ratelimit
+    from archiver.ratelimit import SharedRateLimiter
+
+    with JobStore.open_in(tmp_path) as store:
+        limiter = SharedRateLimiter(100, 60.0, store)
+        first = await limiter.acquire()
+        taken = budget_rows(store)
+        assert taken == 1 + ratelimit.AHEAD
+        slots = [await limiter.acquire() for _ in range(ratelimit.AHEAD)]
+        await store.calls_done()
+        assert budget_rows(store) == taken  # served from the slots taken ahead
+        assert len({s[1] for s in [first, *slots]}) == taken
+        monkeypatch.setattr(ratelimit, "AHEAD_FRESH", 0.0)
+        await limiter.acquire()  # takes more ahead ...
+        await asyncio.sleep(0.01)
+        await limiter.acquire()  # ... which are stale by now: given back, one taken afresh
+        await store.calls_done()
+        assert budget_rows(store) == taken + 1 + 1 + ratelimit.AHEAD
