@@ -234,10 +234,10 @@ def _secrets(config: Config) -> tuple[str, ...]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .service import Service
+    from .service import run_daemon
 
     config = _config(args, logs=True)
-    asyncio.run(Service(config, handle_signals=True).run())
+    asyncio.run(run_daemon(config))
     return EXIT_OK
 
 
@@ -257,7 +257,7 @@ async def run_once(config: Config, ids: list[tuple[str, str]], *, progress: bool
     watch = None
     if progress:
         from .progress import show_progress as watch
-    result = await drain(config, ids, watch=watch)
+    result = await drain(config, ids, watch=watch, file_threads=True)
     for line in result.summary():
         print(line)
     return result.exit_code
