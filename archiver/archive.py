@@ -126,6 +126,8 @@ class SessionArchiver:
             await asyncio.to_thread(remove_stale_temps, directory)
             complete = await asyncio.to_thread(_start_from_manifest, self.config, directory, id_type, ext_id, force)
             if complete is not None:
+                if self.config.archive.target == "file":  # indexed again: a catalog may have lost it
+                    await asyncio.to_thread(record_session, self.config, directory, complete, catalog=self.catalog)
                 return _result_from_manifest(directory, complete)
 
         parts: dict[str, dict[str, Any]] = {}

@@ -542,3 +542,20 @@ async def test_export_carries_an_earlier_generation_a_forced_re_archive_could_no
     custody = json.loads((again / "custody.json").read_text())
     [bad] = [f for s in custody["sessions"] for f in s["files"] if f["result"] == "refused"]
     assert bad["path"] == f"{IDS[0]}/{earlier['path']}/{audio[0]['path']}"
+
+
+async def test_a_session_archived_already_is_indexed_again_when_it_comes_back(tmp_path, simulator):
+    """The state directory was restored from a backup older than the session: the session,
+    queued again, is found archived (nothing fetched) and goes back in the catalog too."""
+    sim = await simulator()
+    config = make_config(tmp_path, sim)
+    assert await run_once(config, [("session", IDS[0])]) == 0
+    with Catalog.open_in(config.daemon.state_dir) as catalog, catalog._write() as conn:
+        conn.execute("DELETE FROM sessions")
+    for name in ("jobs.sqlite3", "jobs.sqlite3-wal", "jobs.sqlite3-shm"):
+        (config.daemon.state_dir / name).unlink(missing_ok=True)
+    assert catalog_snapshot(config) == []
+    fetched = len(sim.requests)
+    assert await run_once(config, [("session", IDS[0])]) == 0
+    assert [row["session_id"] for row in catalog_snapshot(config)] == [IDS[0]]
+    assert len(sim.requests) == fetched  # found archived: nothing asked of the vendor
