@@ -42,6 +42,18 @@ class ConfigError(ArchiverError):
         self.problem = problem
 
 
+class StateFileError(ConfigError):
+    """A database of the state directory cannot be opened or read (``state rebuild`` sets
+    such a file aside and starts afresh)."""
+
+    def __init__(self, path: object, what: str, exc: BaseException) -> None:
+        super().__init__(
+            "daemon.state_dir",
+            f"the {what} {path} cannot be used ({exc}): check the path and its permissions; a damaged "
+            "file is set aside (kept) and rebuilt from the archive by `archiver state rebuild`",
+        )
+
+
 class StateLocked(ArchiverError):
     """Another archiver process holds the lock of the state directory."""
 

@@ -38,7 +38,7 @@ from .catalog import FILE_NAME as CATALOG_FILE, Catalog
 from .config import Config
 from .audit import AUDIT_LOG_NAME, audit_log_path, last_lines
 from .manifest import gone_at_vendor
-from .errors import ArchiverError
+from .errors import ArchiverError, StateFileError
 from .store import FILE_NAME as JOBS_FILE, JobStore
 
 log = logging.getLogger("archiver.state")
@@ -204,7 +204,7 @@ def _open_or_set_aside(path: Path, opener: Callable[[], Any], result: RebuildRes
         if database.integrity_check() == "ok":
             return database
         database.close()
-    except sqlite3.DatabaseError:
+    except (sqlite3.DatabaseError, StateFileError):
         pass
     aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
     for suffix in ("", "-wal", "-shm"):

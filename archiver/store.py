@@ -43,7 +43,7 @@ from typing import Any, NamedTuple, Self
 
 from . import ids
 from . import sqlitefile
-from .errors import ConfigError, StateLocked, UnsafeInputError
+from .errors import ConfigError, StateFileError, StateLocked, UnsafeInputError
 
 PENDING, RUNNING, DONE, DEFERRED, FAILED = "pending", "running", "done", "deferred", "failed"
 STATES = (PENDING, RUNNING, DONE, DEFERRED, FAILED)
@@ -286,9 +286,15 @@ class JobStore:
         self._lock = threading.RLock()
         self._busy_timeout = busy_timeout
         self._batches: _Batches | None = None
-        self._conn = sqlitefile.connect(self.path, busy_timeout=busy_timeout, read_only=read_only)
+        try:
+            self._conn = sqlitefile.connect(self.path, busy_timeout=busy_timeout, read_only=read_only)
+        except sqlite3.Error as exc:  # a directory in its place, no permission: one clear line
+            raise StateFileError(self.path, WHAT, exc) from None
         try:
             sqlitefile.check_version(self._conn, WHAT, SCHEMA_VERSION) if read_only else self._setup()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise StateFileError(self.path, WHAT, exc) from None
         except BaseException:
             self._conn.close()
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import asyncio
 import json
 import os
 import re
@@ -25,7 +26,7 @@ from archiver.layout import session_dir
 from archiver.state import rebuild
 from archiver.store import JobStore
 
-from .conftest import make_config
+from .conftest import SECRET, make_config
 
 # ObjectId session ids: the first 8 hex digits are the start time (2025-02-10 .. 2025-02-12).
 IDS = [
@@ -559,3 +560,28 @@ async def test_a_session_archived_already_is_indexed_again_when_it_comes_back(tm
     assert await run_once(config, [("session", IDS[0])]) == 0
     assert [row["session_id"] for row in catalog_snapshot(config)] == [IDS[0]]
     assert len(sim.requests) == fetched  # found archived: nothing asked of the vendor
+
+
+async def test_a_damaged_job_store_is_one_clear_line_then_set_aside_by_rebuild(archived, capsys, monkeypatch):
+    """A job store SQLite cannot read (or a directory in its place): every command says so in
+    one line naming the file and what to do, exit 2, and leaves it as it is; `state rebuild`
+    keeps it aside and queues the archive's sessions as done in a new one."""
+    _sim, config = archived
+    monkeypatch.setenv("ARCHIVER_KORE_CLIENT_SECRET", SECRET)
+    state = config.daemon.state_dir
+    for name in ("jobs.sqlite3-wal", "jobs.sqlite3-shm"):
+        (state / name).unlink(missing_ok=True)
+    damaged = b"this is not a database" * 100
+    (state / "jobs.sqlite3").write_bytes(damaged)
+    capsys.readouterr()
+    for command in (["once"], ["status"], ["enqueue", IDS[0]]):
+        # In a thread: `once` runs an event loop of its own.
+        assert await asyncio.to_thread(cli_main, [command[0], "--config", str(config.source), *command[1:]]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "please report" not in err
+        assert f"{state / 'jobs.sqlite3'} cannot be used" in err and "archiver state rebuild" in err
+    assert (state / "jobs.sqlite3").read_bytes() == damaged
+    result = rebuild(config)
+    assert [p.read_bytes() for p in result.set_aside if p.name.startswith("jobs.sqlite3")] == [damaged]
+    with JobStore.open_existing(state) as store:
+        assert store.counts()["done"] == len(IDS)

@@ -123,14 +123,22 @@ def test_status_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
 
 
 def test_an_unexpected_error_is_one_log_line_with_the_traceback_as_a_field(tmp_path: Path) -> None:
+    """A bug (here, one put into `status` on purpose) is one log line, its traceback a field."""
     path = write_config(tmp_path)
-    (tmp_path / "state").mkdir()
-    (tmp_path / "state" / "jobs.sqlite3").write_bytes(b"this is not a database, it was overwritten" * 100)
-    result = run("status", "--config", str(path))
+    with JobStore.open_in(tmp_path / "state"):
+        pass
+    program = (
+        "import sys, archiver.cli, archiver.store\n"
+        "archiver.store.JobStore.status = lambda *args, **kwargs: 1 / 0\n"
+        f"sys.exit(archiver.cli.main(['status', '--config', {str(path)!r}]))\n"
+    )
+    env = {**os.environ, "ARCHIVER_KORE_CLIENT_SECRET": SECRET}
+    env.pop("JOURNAL_STREAM", None)
+    result = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
     record = json.loads(line)
-    assert record["level"] == "critical" and "DatabaseError" in record["msg"]
+    assert record["level"] == "critical" and "ZeroDivisionError" in record["msg"]
     assert record["exc"].startswith("Traceback") and "\n" in record["exc"]
 
 
