@@ -313,6 +313,8 @@ class JobStore:
         ``asyncio.to_thread`` instead, not to hold the workers' calls behind them."""
         loop = asyncio.get_running_loop()
         if self._batches is None or self._batches.loop is not loop:
+            if self._batches is not None:
+                self._batches.stop()  # an earlier loop's thread ends once its calls have run
             self._batches = _Batches(loop)
         return self._batches.submit(func, args, kwargs)
 

@@ -201,8 +201,8 @@ class WorkerPool:
             self._disk_warned = True
         return True
 
-    # Every store call runs in a worker thread (asyncio.to_thread): SQLite may wait for the
-    # write lock (an inbox ingest, another process), and the event loop must not wait with it.
+    # Every store call goes to the store's own thread (JobStore.run/soon): SQLite may wait for
+    # the write lock (an inbox ingest, another process), and the event loop must not wait with it.
 
     async def _claim(self, ahead: list[asyncio.Future[Any]]) -> Job | None:
         """The job claimed ahead, if any, else one claimed now."""
