@@ -35,7 +35,7 @@ from .errors import MediaRefusedError, NotReadyError, PermanentError, ProtocolEr
 from .ids import SESSION
 from .inline import InlineRecordingParser, RecordingData, RecordingEnd, RecordingStart, is_audio_type
 from .layout import SIDECAR_SUFFIX, TRANSCRIPTION_SUFFIX, TakenNames, extension_for, inside, safe_filename, session_dir
-from .manifest import CALL, MANIFEST_FORMAT, PARTS, RECORDINGS, TRANSCRIPT, VOICEMAIL, now_iso
+from .manifest import CALL, MANIFEST_FORMAT, RECORDINGS, TRANSCRIPT, VOICEMAIL, now_iso
 from .metrics import Metrics
 from .redact import redact_url
 from .transcripts import fetch_transcript

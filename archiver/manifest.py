@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .atomicfile import TEMP_SUFFIX, fsync_dir, write_json, write_json_sync
+from .atomicfile import TEMP_SUFFIX, write_json, write_json_sync
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
