@@ -13,6 +13,7 @@ A lock file keeps two archivers off one state directory.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -187,6 +188,7 @@ class Service:
         self._at_risk = 0
         self.breakers: Breakers | None = None
         self.forced = False  # stopped without waiting for every task (see CANCEL_DEADLINE)
+        self._running_jobs: set[asyncio.Task[Any]] = set()  # scheduled jobs under way
         self._last_tick = 0.0
         self._started = 0.0
 
@@ -315,28 +317,57 @@ class Service:
     def _start_scheduler(self, stack: AsyncExitStack) -> None:
         daemon = self.config.daemon
         scheduler = AsyncIOScheduler(timezone="UTC")
-        scheduler.add_job(self.scan_inbox, "interval", seconds=daemon.inbox_scan_interval,
+        scheduler.add_job(self._scheduled(self.scan_inbox), "interval", seconds=daemon.inbox_scan_interval,
                           id="inbox", max_instances=1, coalesce=True)
-        scheduler.add_job(self.sweep, "interval", seconds=daemon.sweep_interval,
+        scheduler.add_job(self._scheduled(self.sweep), "interval", seconds=daemon.sweep_interval,
                           id="sweep", max_instances=1, coalesce=True)
         if self.config.daemon.inbox_retention > 0:
-            scheduler.add_job(self.prune_inbox, "interval", seconds=INBOX_PRUNE_INTERVAL,
+            scheduler.add_job(self._scheduled(self.prune_inbox), "interval", seconds=INBOX_PRUNE_INTERVAL,
                               id="inbox-retention", max_instances=1, coalesce=True)
         if self.config.discovery.enabled:
-            scheduler.add_job(self.discover, "interval", seconds=self.config.discovery.interval,
+            scheduler.add_job(self._scheduled(self.discover), "interval", seconds=self.config.discovery.interval,
                               id="discovery", max_instances=1, coalesce=True, next_run_time=datetime.now(timezone.utc))
         if self.config.verify.sample_interval > 0:
-            scheduler.add_job(self.verify_sample, "interval", seconds=self.config.verify.sample_interval,
+            scheduler.add_job(self._scheduled(self.verify_sample), "interval", seconds=self.config.verify.sample_interval,
                               id="verify", max_instances=1, coalesce=True)
         if self.config.kore.account_id and self.config.call_details.coverage_schedule:
             from apscheduler.triggers.cron import CronTrigger
 
             trigger = CronTrigger.from_crontab(self.config.call_details.coverage_schedule, timezone="UTC")
-            scheduler.add_job(self.daily_coverage, trigger, id="coverage", max_instances=1, coalesce=True)
+            scheduler.add_job(self._scheduled(self.daily_coverage), trigger, id="coverage", max_instances=1, coalesce=True)
         scheduler.start()
         self.scheduler = scheduler
         self._last_tick = time.time()
         stack.callback(lambda: scheduler.shutdown(wait=False) if scheduler.running else None)
+
+    def _scheduled(self, func: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+        """A scheduled job, known while it runs: the shutdown lets it finish (or stops it) itself
+        instead of leaving it to be cancelled mid-call, which the scheduler logs as an error."""
+
+        @functools.wraps(func)
+        async def run() -> Any:
+            task = asyncio.current_task()
+            assert task is not None
+            self._running_jobs.add(task)
+            try:
+                return await func()
+            except asyncio.CancelledError:
+                log.info("%s stopped by the shutdown", func.__name__)
+                return None
+            finally:
+                self._running_jobs.discard(task)
+
+        return run
+
+    async def _end_scheduled_jobs(self) -> None:
+        """Wait for the scheduled jobs under way (at most CANCEL_DEADLINE), then stop the rest."""
+        running = set(self._running_jobs)
+        if not running:
+            return
+        _done, late = await asyncio.wait(running, timeout=CANCEL_DEADLINE)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     def _install_signals(self, stack: AsyncExitStack) -> None:
         loop = asyncio.get_running_loop()
@@ -372,6 +403,7 @@ class Service:
             await pool_task
         except asyncio.CancelledError:
             pass
+        await self._end_scheduled_jobs()
         await self._update_status()
         if self.store is not None:
             # The calls this run spent, for "API calls per archived session" in archiver status.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -421,3 +422,36 @@ async def test_a_job_claimed_ahead_is_given_back_when_the_worker_stops(tmp_path,
         assert archiver.seen == [first.ext_id]
         assert (first.state, first.attempts) == ("done", 1)
         assert (second.state, second.attempts) == ("pending", 0)
+
+
+async def test_a_scheduled_job_under_way_at_the_stop_is_ended_by_the_shutdown(tmp_path, simulator, monkeypatch, caplog):
+    """A sweep waiting on a thread when SIGTERM comes: the shutdown waits for it, then stops
+    it, before run() returns. Left running, asyncio.run cancelled it at exit and the scheduler
+    logged that as an error."""
+    import threading
+
+    from archiver import service as service_module
+
+    monkeypatch.setattr(service_module, "CANCEL_DEADLINE", 0.5)
+    sim = await simulator()
+    config = make_config(tmp_path, sim, daemon__sweep_interval="1s")
+    service = Service(config)
+    started, release = threading.Event(), threading.Event()
+    state = []
+
+    async def slow_sweep() -> None:
+        started.set()
+        state.append("running")
+        await asyncio.to_thread(release.wait, 30)  # a thread call under way at the stop
+        state.append("finished")
+
+    service.sweep = slow_sweep
+    task = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(asyncio.to_thread(started.wait, 30), 40)
+        service.stop()
+        await asyncio.wait_for(task, 30)
+        assert state == ["running"] and not service._running_jobs  # stopped, not left behind
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    finally:
+        release.set()
